@@ -1,0 +1,94 @@
+"""The FastAPI app: routes generated from the catalog, problems for every error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from api import problems
+from api.routes import jobs, system, templates
+from api.services import Services
+from api.settings import Settings
+from engine.params import model_name
+from engine.runners.base import Runner
+
+API_VERSION = "1.0.0"
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable, readable operationIds: the route's name (`run_txt2img_v1`, `get_job`)."""
+    return route.name
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner: Runner | None = None,
+    start_engine: bool = True,
+) -> FastAPI:
+    """Build the app; a broken catalog raises here, before anything serves."""
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    services = Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_engine:
+            await services.start(runner)
+        else:
+            import asyncio
+
+            await asyncio.to_thread(services.db.migrate)
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="Stencil",
+        version=API_VERSION,
+        description=(
+            "Typed, versioned endpoints for vetted ComfyUI workflows. Submit with "
+            "`POST /v{major}/{template}`, then poll `GET /v1/jobs/{id}`. Errors are RFC 9457 "
+            "problems."
+        ),
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    app.state.services = services
+    problems.install(app)
+    app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(system.router)
+    app.include_router(templates.router)
+    jobs.add_template_routes(app, services)
+    app.include_router(jobs.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        for t in services.catalog.templates:
+            model = services.request_models[(t.name, t.major)]
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in body.pop("$defs", {}).items():
+                comps[name] = sub
+            comps[model_name(t)] = body
+        schema["components"]["securitySchemes"] = {
+            "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,215 @@
+"""Job routes: one POST per template (generated from the catalog), read, list, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urljoin
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from pydantic import BaseModel
+
+from api import schemas
+from api.deps import PrincipalDep, ServicesDep
+from api.services import Services
+from api.submit import submit
+from engine.catalog import Template
+from engine.errors import Conflict
+from engine.params import model_name
+from engine.store import (
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    Job,
+    get_job,
+    list_jobs,
+    transition,
+    utcnow,
+)
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "model": schemas.Problem,
+        "description": desc,
+        "content": {"application/problem+json": {}},
+    }
+    for code, desc in {
+        401: "Missing or invalid API key.",
+        404: "No such job for this tenant.",
+        422: "Invalid parameters; `errors` names each field.",
+    }.items()
+}
+
+
+def _secs(a: datetime | None, b: datetime | None) -> float | None:
+    return round((b - a).total_seconds(), 3) if a and b else None
+
+
+def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
+    """A job as the API shows it, with output URLs signed now."""
+    ttl = services.settings.url_ttl_s
+    base = services.settings.public_base_url or base_url
+    outputs = []
+    for o in job.outputs or []:
+        url, exp = services.storage.url(o["key"], ttl)
+        outputs.append(
+            schemas.Output(
+                url=urljoin(base, url),
+                expires_at=datetime.fromtimestamp(exp, UTC),
+                content_type=o["content_type"],
+                width=o["width"],
+                height=o["height"],
+                bytes=o["bytes"],
+            )
+        )
+    inputs = {
+        k: {f: v[f] for f in ("sha256", "content_type", "width", "height", "bytes")}
+        for k, v in (job.inputs or {}).items()
+    }
+    return schemas.Job(
+        id=job.id,
+        template=job.template,
+        template_version=job.template_version,
+        status=job.status,
+        progress=round(job.progress or 0.0, 4),
+        params=job.params,
+        inputs=inputs,
+        graph_hash=job.graph_hash,
+        comfyui_version=job.comfy_version,
+        outputs=outputs,
+        error=schemas.Problem.model_validate(job.error) if job.error else None,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        timings=schemas.Timings(
+            queue_seconds=_secs(job.created_at, job.started_at),
+            run_seconds=_secs(job.started_at, job.finished_at),
+            total_seconds=_secs(job.created_at, job.finished_at),
+        ),
+    )
+
+
+def add_template_routes(app: FastAPI, services: Services) -> None:
+    """One `POST /v{major}/{name}` per catalog template, each with its own request schema."""
+    for t in services.catalog.templates:
+        _add_template_route(app, services, t, services.request_models[(t.name, t.major)])
+
+
+def _add_template_route(
+    app: FastAPI, services: Services, t: Template, model: type[BaseModel]
+) -> None:
+    ref = {"$ref": f"#/components/schemas/{model_name(t)}"}
+    content: dict[str, Any] = {"application/json": {"schema": ref}}
+    if t.image_params:
+        content["multipart/form-data"] = {"schema": ref}
+
+    async def run_template(
+        request: Request, response: Response, principal: PrincipalDep, services: ServicesDep
+    ) -> schemas.Job:
+        job = await submit(services, t, model, principal, request)
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return job_view(job, services, str(request.base_url))
+
+    run_template.__doc__ = f"{t.summary}\n\n{t.description}"
+    app.add_api_route(
+        f"/v{t.major}/{t.name}",
+        run_template,
+        methods=["POST"],
+        status_code=202,
+        response_model=schemas.Job,
+        name=f"run_{t.name}_v{t.major}",
+        summary=t.summary,
+        tags=["templates"],
+        responses={
+            **PROBLEMS,
+            413: {"model": schemas.Problem, "description": "Body too large."},
+            415: {"model": schemas.Problem, "description": "Unsupported content type."},
+            429: {"model": schemas.Problem, "description": "Over the active-job quota."},
+        },
+        openapi_extra={"requestBody": {"required": True, "content": content}},
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.Job, name="get_job", responses=PROBLEMS)
+async def read_job(
+    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> schemas.Job:
+    """Read a job: status, progress, timings and freshly signed output URLs."""
+
+    def load() -> Job:
+        with services.db.session() as s:
+            return get_job(s, principal.tenant_id, job_id)
+
+    job = await asyncio.to_thread(load)
+    return job_view(job, services, str(request.base_url))
+
+
+@router.get("/jobs", response_model=schemas.JobList, name="list_jobs", responses=PROBLEMS)
+async def list_my_jobs(
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="From `next_cursor`.")] = None,
+    status: Annotated[
+        schemas.JobStatus | None, Query(description="Only jobs in this status.")
+    ] = None,
+    template: Annotated[
+        str | None, Query(max_length=40, description="Only jobs of this template.")
+    ] = None,
+) -> schemas.JobList:
+    """The caller's jobs, newest first, with cursor pagination."""
+
+    def load() -> tuple[list[Job], str | None]:
+        with services.db.session() as s:
+            return list_jobs(
+                s, principal.tenant_id, limit=limit, cursor=cursor, status=status, template=template
+            )
+
+    jobs, nxt = await asyncio.to_thread(load)
+    base = str(request.base_url)
+    return schemas.JobList(data=[job_view(j, services, base) for j in jobs], next_cursor=nxt)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=schemas.Job,
+    name="cancel_job",
+    responses={**PROBLEMS, 409: {"model": schemas.Problem, "description": "Already finished."}},
+)
+async def cancel_job(
+    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> schemas.Job:
+    """Cancel a job: a queued job never starts; a running one is interrupted in ComfyUI."""
+
+    def attempt() -> tuple[Job, str]:
+        with services.db.session() as s:
+            job = get_job(s, principal.tenant_id, job_id)
+            if job.status == QUEUED and transition(
+                s, job.id, [QUEUED], CANCELLED, finished_at=utcnow(), cancel_requested=True
+            ):
+                return job, "queued"
+            if job.status == RUNNING and transition(
+                s, job.id, [RUNNING], CANCELLED, finished_at=utcnow(), cancel_requested=True
+            ):
+                return job, "running"
+            return job, job.status
+
+    for _ in range(3):
+        job, was = await asyncio.to_thread(attempt)
+        if was == "running" and services.runner is not None:
+            await services.runner.cancel(job.id, job.call_id)
+        if was in ("queued", "running", CANCELLED):
+            break
+        if was in TERMINAL:
+            raise Conflict(f"Job {job_id} already finished as {was}.", extra={"status": was})
+
+    def reload() -> Job:
+        with services.db.session() as s:
+            return get_job(s, principal.tenant_id, job_id)
+
+    return job_view(await asyncio.to_thread(reload), services, str(request.base_url))

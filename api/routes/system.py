@@ -1,0 +1,71 @@
+"""Liveness, readiness, and local file downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from api import schemas
+from api.deps import ServicesDep
+from engine.errors import NotFound, ServiceUnavailable
+from engine.storage import LocalStorage, StorageError
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", response_model=schemas.Health, name="health")
+async def health() -> schemas.Health:
+    """Liveness: the process answers. No auth."""
+    return schemas.Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=schemas.Ready,
+    name="ready",
+    responses={503: {"model": schemas.Problem, "description": "Database or engine down."}},
+)
+async def ready(services: ServicesDep) -> schemas.Ready:
+    """Readiness: the database and the engine answer."""
+    try:
+        await asyncio.to_thread(services.db.ping)
+    except Exception:
+        raise ServiceUnavailable("The database does not answer.") from None
+    if services.runner is None:
+        raise ServiceUnavailable("The runner has not started.")
+    try:
+        engine = await services.runner.ready()
+    except Exception:
+        raise ServiceUnavailable("The engine does not answer.") from None
+    return schemas.Ready(status="ready", database=services.db.engine.dialect.name, engine=engine)
+
+
+@router.get(
+    "/v1/files/{key:path}",
+    name="download_file",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The file."},
+        404: {"model": schemas.Problem, "description": "Unknown, expired or badly signed URL."},
+    },
+)
+async def download_file(
+    key: str,
+    services: ServicesDep,
+    expires: Annotated[int, Query(description="Expiry, unix seconds.")],
+    signature: Annotated[str, Query(max_length=128, description="HMAC signature.")],
+) -> Response:
+    """A local-storage file behind an HMAC-signed, expiring URL (no API key needed)."""
+    storage = services.storage
+    if not isinstance(storage, LocalStorage) or not storage.verify(key, expires, signature):
+        raise NotFound("This link is unknown, expired or badly signed; read the job again.")
+    try:
+        data = await asyncio.to_thread(storage.get, key)
+    except StorageError:
+        raise NotFound("This file no longer exists.") from None
+    ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    return Response(data, media_type=ctype, headers={"Cache-Control": "private, max-age=300"})

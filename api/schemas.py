@@ -1,0 +1,107 @@
+"""Response models: what SDKs see. Every field is described."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="A URI naming the kind of error; stable per kind.")
+    title: str = Field(description="A short summary of the kind of error.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong this time.")
+    instance: str | None = Field(default=None, description="The path that failed.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="For validation errors: `{field, message}` per bad field."
+    )
+
+
+class Output(BaseModel):
+    """One output file of a job."""
+
+    url: str = Field(description="Download URL, signed afresh on every read.")
+    expires_at: datetime = Field(description="When this URL stops working; read the job again.")
+    content_type: str = Field(description="MIME type, e.g. `image/png`.")
+    width: int = Field(description="Width in pixels.")
+    height: int = Field(description="Height in pixels.")
+    bytes: int = Field(description="Size in bytes.")
+
+
+class Timings(BaseModel):
+    """How long the job waited and ran, in seconds."""
+
+    queue_seconds: float | None = Field(description="From creation to start.")
+    run_seconds: float | None = Field(description="From start to finish.")
+    total_seconds: float | None = Field(description="From creation to finish.")
+
+
+class Job(BaseModel):
+    """A job: one call of a template."""
+
+    id: str = Field(description="The job id.")
+    object: Literal["job"] = Field(default="job", description="Always `job`.")
+    template: str = Field(description="Template name.")
+    template_version: str = Field(description="Exact template version that ran.")
+    status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled.")
+    progress: float = Field(description="0 to 1.")
+    params: dict[str, Any] = Field(description="Params as run, including the seed used.")
+    inputs: dict[str, Any] = Field(
+        description="Media inputs as stored: sha256, content type, size (never the bytes)."
+    )
+    graph_hash: str = Field(description="sha256 of the rendered graph, for reproducibility.")
+    comfyui_version: str | None = Field(description="The ComfyUI version that ran the job.")
+    outputs: list[Output] = Field(description="Output files; present once succeeded.")
+    error: Problem | None = Field(description="Why the job failed, as a problem.")
+    created_at: datetime = Field(description="When the job was accepted.")
+    started_at: datetime | None = Field(description="When a worker started it.")
+    finished_at: datetime | None = Field(description="When it reached a terminal state.")
+    timings: Timings = Field(description="Queue, run and total seconds.")
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    data: list[Job] = Field(description="The jobs on this page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class TemplateInfo(BaseModel):
+    """A template as offered by the API."""
+
+    name: str = Field(description="Template name.")
+    version: str = Field(description="Semantic version.")
+    summary: str = Field(description="One line.")
+    description: str = Field(description="What it does.")
+    route: str = Field(description="The route that runs it, e.g. `/v1/txt2img`.")
+    gpu_class: str = Field(description="The GPU class jobs run on.")
+    gpu: str = Field(description="The GPU type of that class.")
+    usd_per_second: str = Field(description="Price of the GPU class per second, USD.")
+    params: dict[str, Any] = Field(description="JSON Schema of the request body.")
+
+
+class TemplateList(BaseModel):
+    """All templates."""
+
+    data: list[TemplateInfo] = Field(description="The templates.")
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = Field(description="Always ok when the process answers.")
+
+
+class Ready(BaseModel):
+    """Readiness: database and engine reachable."""
+
+    status: Literal["ready"] = Field(description="ready")
+    database: str = Field(description="Database dialect.")
+    engine: dict[str, Any] = Field(description="Facts from the runner.")

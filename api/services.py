@@ -1,0 +1,147 @@
+"""The long-lived parts of a running service, built once from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.settings import Settings
+from engine.catalog import Catalog, load_catalog
+from engine.comfy import ComfyClient
+from engine.comfy.process import ComfyProcess
+from engine.params import build_request_model
+from engine.render import TemplateGraphs
+from engine.runners.base import Runner
+from engine.runners.local import LocalRunner, worker_id
+from engine.storage import LocalStorage, S3Storage, Storage
+from engine.store import Database
+from engine.worker import WorkerContext
+
+log = logging.getLogger("stencil.services")
+
+
+@dataclass
+class Services:
+    """Database, storage, catalog, engine and runner of one API process."""
+
+    settings: Settings
+    catalog: Catalog
+    graphs: TemplateGraphs
+    db: Database
+    storage: Storage
+    request_models: dict[tuple[str, int], Any]
+    runner: Runner | None = None
+    comfy_process: ComfyProcess | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Load the catalog (failing loudly) and open the store; the engine starts later."""
+        catalog = load_catalog(settings.catalog)
+        graphs = TemplateGraphs(catalog)
+        models = {(t.name, t.major): build_request_model(t) for t in catalog.templates}
+        return cls(
+            settings=settings,
+            catalog=catalog,
+            graphs=graphs,
+            db=Database(settings.db_url),
+            storage=make_storage(settings),
+            request_models=models,
+        )
+
+    async def start(self, runner: Runner | None = None) -> None:
+        """Migrate the store and start the engine and runner (unless one is injected)."""
+        await asyncio.to_thread(self.db.migrate)
+        if runner is not None:
+            self.runner = runner
+        elif self.settings.runner == "modal":
+            from engine.runners.modal import ModalRunner
+
+            self.runner = ModalRunner(self.db, self.catalog)
+        else:
+            self.runner = await self._local_runner()
+        await self.runner.start()
+
+    async def _local_runner(self) -> LocalRunner:
+        s = self.settings
+        url = s.comfyui_url
+        if not url:
+            proc = ComfyProcess(
+                s.comfyui_dir,
+                port=s.comfyui_port or None,
+                cpu=s.comfyui_cpu,
+                models_dir=s.models_path,
+                log_path=(s.home / "comfyui.log").resolve(),
+            )
+            await proc.start()
+            await proc.wait_ready(timeout=120)
+            self.comfy_process = proc
+            # Restart a ComfyUI that dies or hangs even while no job is running.
+            self.extra["comfy_supervisor"] = asyncio.create_task(proc.supervise())
+            url = proc.base_url
+        comfy = ComfyClient(url)
+        proc_ref = self.comfy_process
+
+        async def on_engine_down() -> bool:
+            if proc_ref is None:
+                return False
+            await proc_ref.ensure_running()
+            return True
+
+        version: str | None = None
+        try:
+            stats = await comfy.system_stats()
+            version = stats.get("system", {}).get("comfyui_version")
+        except Exception:
+            log.warning("ComfyUI at %s did not answer /system_stats", url)
+        ctx = WorkerContext(
+            db=self.db,
+            storage=self.storage,
+            catalog=self.catalog,
+            graphs=self.graphs,
+            comfy=comfy,
+            worker_id=worker_id(),
+            on_engine_down=on_engine_down,
+            comfy_version=version or _installed_version(s),
+        )
+        return LocalRunner(
+            ctx,
+            concurrency=s.worker_concurrency,
+            heartbeat_timeout_s=s.heartbeat_timeout_s,
+            supervise_interval_s=s.supervise_interval_s,
+        )
+
+    async def stop(self) -> None:
+        """Stop the runner and the ComfyUI subprocess."""
+        if self.runner is not None:
+            await self.runner.stop()
+        task = self.extra.pop("comfy_supervisor", None)
+        if task is not None:
+            task.cancel()
+        if self.comfy_process is not None:
+            await self.comfy_process.stop()
+        self.db.dispose()
+
+
+def _installed_version(s: Settings) -> str | None:
+    try:
+        from engine.comfy.install import comfyui_version
+
+        return comfyui_version(s.comfyui_dir)
+    except Exception:
+        return None
+
+
+def make_storage(s: Settings) -> Storage:
+    """The storage backend the settings name."""
+    if s.storage == "s3":
+        return S3Storage(
+            s.s3_bucket,
+            endpoint_url=s.s3_endpoint_url or None,
+            region=s.s3_region,
+            access_key_id=s.s3_access_key_id or None,
+            secret_access_key=s.s3_secret_access_key or None,
+        )
+    return LocalStorage((s.home / "files").resolve(), s.signing_secret())

@@ -1,0 +1,125 @@
+"""Every setting, from the environment or `.env`. `.env.example` documents each one."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Settings that are unsafe or inconsistent; the process refuses to start."""
+
+
+class Settings(BaseSettings):
+    """Stencil's configuration. Defaults are the embedded, one-machine setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STENCIL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["local", "production"] = Field(
+        default="local", description="`production` refuses unsafe defaults."
+    )
+    home: Path = Field(default=Path(".stencil"), description="Folder for local state.")
+    catalog: Path = Field(default=Path("catalog.yaml"), description="The catalog file.")
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty: a SQLite file in the home folder."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `stencil serve` binds.")
+    port: int = Field(default=8000, description="Port `stencil serve` binds.")
+    public_base_url: str = Field(
+        default="", description="Base of local file URLs; empty: the request's own base URL."
+    )
+
+    runner: Literal["local", "modal"] = Field(default="local", description="Where jobs run.")
+    worker_concurrency: int = Field(default=1, ge=1, le=32, description="Local worker loops.")
+    heartbeat_timeout_s: float = Field(
+        default=30.0, gt=0, description="A running job with no heartbeat this long is recovered."
+    )
+    supervise_interval_s: float = Field(default=5.0, gt=0, description="Supervisor period.")
+
+    comfyui_url: str = Field(
+        default="", description="Use this running ComfyUI; empty: start a local subprocess."
+    )
+    comfyui_path: Path | None = Field(
+        default=None, description="ComfyUI folder; default: `<home>/comfyui`."
+    )
+    comfyui_port: int = Field(default=0, description="Local ComfyUI port; 0 picks a free one.")
+    comfyui_cpu: bool = Field(default=True, description="Run the local ComfyUI on the CPU.")
+    models_dir: Path | None = Field(default=None, description="Models; default `<home>/models`.")
+
+    storage: Literal["local", "s3"] = Field(default="local", description="Output storage.")
+    url_signing_secret: str = Field(
+        default="", description="HMAC key for local file URLs; empty: generated in the home."
+    )
+    url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400, description="Signed URL lifetime.")
+    s3_bucket: str = Field(default="", description="Bucket for outputs when storage is s3.")
+    s3_endpoint_url: str = Field(default="", description="S3 endpoint (R2: the account URL).")
+    s3_region: str = Field(default="auto", description="S3 region (`auto` for R2).")
+    s3_access_key_id: str = Field(default="", description="S3 access key id.")
+    s3_secret_access_key: str = Field(default="", description="S3 secret access key.")
+
+    active_job_quota: int = Field(
+        default=5, ge=1, description="Queued plus running jobs a tenant may have at once."
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413)."
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+    @field_validator("comfyui_path", "models_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if self.env == "production":
+            problems = []
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                problems.append("STENCIL_DATABASE_URL must name a PostgreSQL database")
+            if self.storage == "local":
+                problems.append("STENCIL_STORAGE must be s3")
+            if self.storage == "s3" and not self.s3_bucket:
+                problems.append("STENCIL_S3_BUCKET is required")
+            if problems:
+                raise SettingsError("unsafe production settings: " + "; ".join(problems))
+        if self.storage == "s3" and not self.s3_bucket:
+            raise SettingsError("STENCIL_S3_BUCKET is required when STENCIL_STORAGE=s3")
+        return self
+
+    @cached_property
+    def db_url(self) -> str:
+        """The database URL, defaulting to SQLite in the home folder."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return url
+        return f"sqlite:///{(self.home / 'stencil.db').resolve()}"
+
+    @cached_property
+    def comfyui_dir(self) -> Path:
+        """Where the local ComfyUI lives."""
+        return (self.comfyui_path or self.home / "comfyui").resolve()
+
+    @cached_property
+    def models_path(self) -> Path:
+        """Where model files live."""
+        return (self.models_dir or self.home / "models").resolve()
+
+    def signing_secret(self) -> bytes:
+        """The URL signing key; generated once into the home folder for local use."""
+        if self.url_signing_secret:
+            return self.url_signing_secret.encode()
+        path = self.home / "url-signing.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()

@@ -1,0 +1,305 @@
+"""The catalog: GPU classes and templates, parsed by strict models from `catalog.yaml`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME_RE = r"^[a-z][a-z0-9_]{0,39}$"
+SEMVER_RE = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$"
+MODEL_FOLDERS = (
+    "checkpoints",
+    "vae",
+    "loras",
+    "upscale_models",
+    "embeddings",
+    "clip",
+    "controlnet",
+)
+
+
+class CatalogError(Exception):
+    """A catalog that cannot be served; the message names file, template and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuClass(_Strict):
+    """A kind of GPU container jobs run on, with its price."""
+
+    gpu: str = Field(description="Modal GPU type, e.g. `L4`, `A10G`, `H100`; `cpu` for none.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="GPU types tried in order when `gpu` is unavailable."
+    )
+    usd_per_second: Decimal = Field(ge=0, description="Price of one second of this GPU class.")
+    cpu_usd_per_core_second: Decimal = Field(
+        default=Decimal(0), ge=0, description="Optional CPU rate per reserved core-second."
+    )
+    memory_usd_per_gib_second: Decimal = Field(
+        default=Decimal(0), ge=0, description="Optional memory rate per reserved GiB-second."
+    )
+    max_containers: int = Field(default=2, ge=1, le=100, description="Upper bound on containers.")
+    scaledown_window_s: int = Field(
+        default=60, ge=2, le=1200, description="Idle seconds before a container is stopped."
+    )
+    gpu_snapshot: bool = Field(
+        default=False, description="Use Modal's alpha GPU memory snapshot (off by default)."
+    )
+
+
+class ModelFile(_Strict):
+    """A weights file a template needs, pinned by sha256."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="File name inside the folder.")
+    folder: Literal[
+        "checkpoints", "vae", "loras", "upscale_models", "embeddings", "clip", "controlnet"
+    ] = Field(description="ComfyUI model folder.")
+    url: str = Field(pattern=r"^https://", description="Where `stencil models fetch` downloads it.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the file.")
+    synth: Literal["sd15"] | None = Field(
+        default=None,
+        description="Architecture `stencil models synth` can generate with random weights.",
+    )
+
+
+class ScaledOutput(_Strict):
+    """Declares that the output is an image param scaled by a number param."""
+
+    image: str = Field(description="The image param.")
+    factor: str = Field(description="The number param both sides are multiplied by.")
+
+
+class Limits(_Strict):
+    """Per-template limits enforced by the supervisor and at submit time."""
+
+    max_queue_seconds: int = Field(
+        default=600, ge=1, le=86400, description="A queued job waiting longer fails."
+    )
+    max_run_seconds: int = Field(
+        default=300, ge=1, le=86400, description="A running job running longer is stopped."
+    )
+    max_outputs: int = Field(default=4, ge=1, le=64, description="Most output files per job.")
+    max_output_pixels: int = Field(
+        default=16_777_216, ge=1, description="Most pixels of one output image."
+    )
+    scaled_output: ScaledOutput | None = Field(
+        default=None, description="Lets submit refuse an output over max_output_pixels."
+    )
+
+
+ParamType = Literal["integer", "number", "string", "boolean", "enum", "image"]
+
+
+class Param(_Strict):
+    """A typed input of a template, bound into the graph by name."""
+
+    type: ParamType
+    description: str = Field(min_length=1)
+    example: Any = None
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    multiple_of: float | None = Field(default=None, gt=0)
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=1)
+    values: list[str] | None = Field(default=None, description="Allowed values of an enum.")
+    random_if_absent: bool = Field(
+        default=False, description="An absent integer gets a random value, returned on the job."
+    )
+    max_bytes: int | None = Field(default=None, ge=1, description="Image: byte cap.")
+    max_pixels: int | None = Field(default=None, ge=1, description="Image: pixel cap.")
+    formats: list[Literal["PNG", "JPEG", "WEBP"]] | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Param:
+        t = self.type
+        numeric = t in ("integer", "number")
+        if not numeric and any(
+            v is not None for v in (self.minimum, self.maximum, self.multiple_of)
+        ):
+            raise ValueError("minimum/maximum/multiple_of apply only to integer and number")
+        if t != "string" and (self.max_length is not None or self.min_length is not None):
+            raise ValueError("min_length/max_length apply only to string")
+        if t == "string" and self.max_length is None:
+            raise ValueError("a string param needs max_length")
+        if t == "enum" and not self.values:
+            raise ValueError("an enum param needs values")
+        if t != "enum" and self.values is not None:
+            raise ValueError("values apply only to enum")
+        if t != "image" and any(v is not None for v in (self.max_bytes, self.max_pixels)):
+            raise ValueError("max_bytes/max_pixels apply only to image")
+        if self.random_if_absent and t != "integer":
+            raise ValueError("random_if_absent applies only to integer")
+        if self.required and self.default is not None:
+            raise ValueError("a required param cannot have a default")
+        if self.example is None:
+            raise ValueError("every param needs an example")
+        if numeric and self.minimum is not None and self.maximum is not None:
+            if self.minimum > self.maximum:
+                raise ValueError("minimum is above maximum")
+        if t == "enum" and self.default is not None and self.default not in (self.values or []):
+            raise ValueError(f"default {self.default!r} is not one of values")
+        return self
+
+
+class Template(_Strict):
+    """One versioned product endpoint: a graph file plus its typed params."""
+
+    name: str = Field(pattern=NAME_RE)
+    version: str = Field(pattern=SEMVER_RE)
+    summary: str = Field(min_length=1, max_length=120)
+    description: str = Field(min_length=1)
+    graph: str = Field(description="Path of the Jinja2 graph file, relative to the catalog.")
+    gpu_class: str
+    models: list[ModelFile] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    node_allowlist: list[str] | None = Field(
+        default=None, description="Node types allowed; default: those in the graph file."
+    )
+    params: dict[Annotated[str, Field(pattern=NAME_RE)], Param]
+
+    @property
+    def major(self) -> int:
+        """The major version: the `v{major}` in the route."""
+        return int(self.version.split(".")[0])
+
+    @property
+    def image_params(self) -> list[str]:
+        """Names of the params that carry images."""
+        return [k for k, p in self.params.items() if p.type == "image"]
+
+
+class Catalog(_Strict):
+    """The whole catalog file."""
+
+    gpu_classes: dict[Annotated[str, Field(pattern=NAME_RE)], GpuClass]
+    templates: list[Template]
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("templates")
+    @classmethod
+    def _unique(cls, v: list[Template]) -> list[Template]:
+        seen: set[tuple[str, int]] = set()
+        for t in v:
+            key = (t.name, t.major)
+            if key in seen:
+                raise ValueError(f"template {t.name} v{t.major} is listed twice")
+            seen.add(key)
+        return v
+
+    @model_validator(mode="after")
+    def _refs(self) -> Catalog:
+        for i, t in enumerate(self.templates):
+            so = t.limits.scaled_output
+            if so is not None and (
+                t.params.get(so.image) is None
+                or t.params[so.image].type != "image"
+                or t.params.get(so.factor) is None
+                or t.params[so.factor].type not in ("integer", "number")
+            ):
+                raise ValueError(
+                    f"templates[{i}] ({t.name}): limits.scaled_output must name an image "
+                    "param and a number param"
+                )
+            if t.gpu_class not in self.gpu_classes:
+                raise ValueError(
+                    f"templates[{i}] ({t.name}): gpu_class {t.gpu_class!r} is not defined "
+                    f"(known: {', '.join(sorted(self.gpu_classes))})"
+                )
+        return self
+
+    def get(self, name: str, major: int | None = None) -> Template | None:
+        """The template by name (newest major unless one is given)."""
+        found = [
+            t for t in self.templates if t.name == name and (major is None or t.major == major)
+        ]
+        return max(found, key=lambda t: t.major) if found else None
+
+    def graph_path(self, t: Template) -> Path:
+        """Absolute path of a template's graph file."""
+        return (self.base_dir / t.graph).resolve()
+
+    def all_models(self) -> list[ModelFile]:
+        """Every model file any template needs, once each."""
+        out: dict[tuple[str, str], ModelFile] = {}
+        for t in self.templates:
+            for m in t.models:
+                out.setdefault((m.folder, m.name), m)
+        return list(out.values())
+
+
+def _loc(cat: dict[str, Any], loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == "templates" and isinstance(loc[1], int):
+        try:
+            name = cat["templates"][loc[1]].get("name", "?")
+        except (KeyError, IndexError, AttributeError, TypeError):
+            name = "?"
+        parts.append(f"template {name!r} (templates[{loc[1]}])")
+        rest = loc[2:]
+    else:
+        rest = loc
+    if rest:
+        parts.append("field " + ".".join(str(x) for x in rest))
+    return ", ".join(parts) or "top level"
+
+
+def parse_catalog(data: Any, source: str, base_dir: Path) -> Catalog:
+    """Validate catalog data; raise CatalogError naming the file, template and field."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"{source}: the catalog must be a mapping")
+    try:
+        cat = Catalog.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as e:
+        lines = [f"{source}: invalid catalog"]
+        for err in e.errors():
+            lines.append(f"  - {_loc(data, tuple(err['loc']))}: {err['msg']}")
+        raise CatalogError("\n".join(lines)) from None
+    for t in cat.templates:
+        path = cat.graph_path(t)
+        if not path.is_file():
+            raise CatalogError(
+                f"{source}: template {t.name!r}, field graph: file {t.graph} does not exist"
+            )
+    from engine.render import check_template  # late: render imports this module
+
+    for t in cat.templates:
+        check_template(cat, t, source)
+    return cat
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    """Load and fully check a catalog file (graphs render and pass the graph checks)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise CatalogError(f"{p}: cannot read the catalog: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{p}: not valid YAML: {e}") from None
+    return parse_catalog(data, str(p), p.parent.resolve())
+
+
+def catalog_json_schema() -> dict[str, Any]:
+    """The JSON Schema of catalog.yaml, for editors."""
+    schema = Catalog.model_json_schema()
+    schema["properties"].pop("base_dir", None)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Stencil catalog"
+    return schema

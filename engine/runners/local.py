@@ -1,0 +1,142 @@
+"""The local runner: an asyncio worker pool over one supervised ComfyUI subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.runners.base import Runner
+from engine.store import Database, claim_next
+from engine.supervisor import sweep
+from engine.worker import WorkerContext, execute_job
+
+log = logging.getLogger("stencil.runner.local")
+
+
+class LocalRunner(Runner):
+    """Claims queued jobs from the store and runs them with the shared worker function."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        *,
+        concurrency: int = 1,
+        poll_interval_s: float = 1.0,
+        supervise_interval_s: float = 5.0,
+        heartbeat_timeout_s: float = 30.0,
+        engine_check: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self.poll_interval_s = poll_interval_s
+        self.supervise_interval_s = supervise_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._engine_check = engine_check
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[str, tuple[asyncio.Event, asyncio.Task[str]]] = {}
+        self._stopping = False
+
+    @property
+    def db(self) -> Database:
+        """The job store."""
+        return self.ctx.db
+
+    async def start(self) -> None:
+        """Start the worker loops and the supervisor."""
+        for i in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._loop(i), name=f"stencil-worker-{i}"))
+        self._tasks.append(asyncio.create_task(self._supervise(), name="stencil-supervisor"))
+
+    async def stop(self) -> None:
+        """Stop taking jobs; in-flight jobs are left to the supervisor of the next process."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for _, task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(
+            *self._tasks, *(t for _, t in self._running.values()), return_exceptions=True
+        )
+        self._tasks.clear()
+
+    async def submitted(self, job_id: str, gpu_class: str) -> str | None:
+        """Wake a worker; the local runner has no call id."""
+        self._wake.set()
+        return None
+
+    async def cancel(self, job_id: str, call_id: str | None, wait_s: float = 15.0) -> None:
+        """Interrupt a running job and wait until ComfyUI has let go of it."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return
+        event, task = entry
+        event.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait_s)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            log.warning("job %s did not stop within %.0f s of cancel", job_id, wait_s)
+
+    async def ready(self) -> dict[str, Any]:
+        """Engine facts for /ready; raises if the engine does not answer."""
+        stats = await self.ctx.comfy.system_stats()
+        return {"runner": self.name, "comfyui": stats.get("system", {}).get("comfyui_version")}
+
+    async def _loop(self, i: int) -> None:
+        while not self._stopping:
+            try:
+                job = await asyncio.to_thread(self._claim)
+            except Exception:
+                log.exception("claiming a job failed; retrying")
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            if job is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+                except TimeoutError:
+                    pass
+                continue
+            event = asyncio.Event()
+            task = asyncio.create_task(execute_job(self.ctx, job, event))
+            self._running[job] = (event, task)
+            try:
+                status = await asyncio.shield(task)
+                log.info("job %s -> %s", job, status)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job %s crashed the worker function", job)
+            finally:
+                self._running.pop(job, None)
+
+    def _claim(self) -> str | None:
+        with self.db.session() as s:
+            job = claim_next(s, self.ctx.worker_id, self.name)
+            return job.id if job else None
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            try:
+                actions = await asyncio.to_thread(
+                    sweep, self.db, self.ctx.catalog, heartbeat_timeout_s=self.heartbeat_timeout_s
+                )
+                for a in actions:
+                    if a.action == "run_timeout":
+                        await self.cancel(a.job_id, a.call_id)
+                    if a.action == "requeued":
+                        self._wake.set()
+            except Exception:
+                log.exception("supervisor sweep failed")
+            await asyncio.sleep(self.supervise_interval_s)
+
+
+def worker_id() -> str:
+    """This process's worker id (host and pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,81 @@
+"""The supervisor: fails jobs past their limits and recovers jobs whose worker vanished."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from engine.catalog import Catalog
+from engine.errors import JobTimedOut, WorkerLost, problem_of
+from engine.store import FAILED, QUEUED, RUNNING, Database, Job, transition, utcnow
+
+log = logging.getLogger("stencil.supervisor")
+
+
+@dataclass(frozen=True)
+class Action:
+    """What one sweep did to one job."""
+
+    job_id: str
+    action: str  # "queue_timeout" | "run_timeout" | "requeued" | "worker_lost"
+    call_id: str | None = None
+
+
+def sweep(
+    db: Database,
+    catalog: Catalog,
+    *,
+    heartbeat_timeout_s: float,
+    max_attempts: int = 2,
+    now: datetime | None = None,
+) -> list[Action]:
+    """One pass over active jobs; every change is a compare-and-set, so sweeps may overlap."""
+    now = now or utcnow()
+    actions: list[Action] = []
+    with db.session() as s:
+        active = list(s.scalars(select(Job).where(Job.status.in_([QUEUED, RUNNING]))))
+    for job in active:
+        t = catalog.get(job.template, int(job.template_version.split(".")[0]))
+        max_queue = t.limits.max_queue_seconds if t else 600
+        max_run = t.limits.max_run_seconds if t else 300
+        with db.session() as s:
+            if job.status == QUEUED and job.created_at < now - timedelta(seconds=max_queue):
+                err = problem_of(JobTimedOut(f"the job waited in the queue over {max_queue} s"))
+                err["platform_fault"] = True
+                if transition(s, job.id, [QUEUED], FAILED, error=err, finished_at=now):
+                    actions.append(Action(job.id, "queue_timeout", job.call_id))
+            elif job.status == RUNNING:
+                started = job.started_at or job.created_at
+                beat = job.heartbeat_at or started
+                # A little grace: the worker enforces the run limit itself first.
+                if started < now - timedelta(seconds=max_run + 30):
+                    err = problem_of(JobTimedOut(f"the job ran over its limit of {max_run} s"))
+                    err["platform_fault"] = False
+                    if transition(s, job.id, [RUNNING], FAILED, error=err, finished_at=now):
+                        actions.append(Action(job.id, "run_timeout", job.call_id))
+                elif beat < now - timedelta(seconds=heartbeat_timeout_s):
+                    if job.attempts < max_attempts and transition(
+                        s,
+                        job.id,
+                        [RUNNING],
+                        QUEUED,
+                        started_at=None,
+                        worker_id=None,
+                        progress=0.0,
+                    ):
+                        actions.append(Action(job.id, "requeued", job.call_id))
+                    else:
+                        err = problem_of(
+                            WorkerLost(
+                                f"no heartbeat from the worker for {heartbeat_timeout_s:.0f} s"
+                            )
+                        )
+                        err["platform_fault"] = True
+                        if transition(s, job.id, [RUNNING], FAILED, error=err, finished_at=now):
+                            actions.append(Action(job.id, "worker_lost", job.call_id))
+    for a in actions:
+        log.warning("supervisor: job %s %s", a.job_id, a.action)
+    return actions

@@ -1,0 +1,395 @@
+"""API tests in-process, on SQLite and PostgreSQL, with no engine (jobs stay queued)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from engine.store import Job
+
+ROOT = Path(__file__).resolve().parents[1]
+Headers = dict[str, str]
+TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}
+
+
+def png(w: int = 16, h: int = 16, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 30, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def noisy_png() -> bytes:
+    import os
+
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def assert_problem(r: object, status: int, kind: str) -> dict[str, object]:
+    resp = r  # httpx.Response
+    assert resp.status_code == status, resp.text  # type: ignore[attr-defined]
+    assert resp.headers["content-type"].startswith("application/problem+json")  # type: ignore[attr-defined]
+    body: dict[str, object] = resp.json()  # type: ignore[attr-defined]
+    assert body["type"] == f"https://stencil.dev/problems/{kind}"
+    assert body["status"] == status
+    assert isinstance(body["title"], str) and isinstance(body["detail"], str)
+    return body
+
+
+def fields_of(body: dict[str, object]) -> set[str]:
+    return {e["field"] for e in body["errors"]}  # type: ignore[index,union-attr]
+
+
+def test_health_needs_no_auth(api: TestClient) -> None:
+    r = api.get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_missing_and_wrong_keys_are_401(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    assert_problem(api.get("/v1/jobs"), 401, "unauthorized")
+    assert_problem(
+        api.get("/v1/jobs", headers={"Authorization": "Bearer sk_nope"}), 401, "unauthorized"
+    )
+    assert_problem(
+        api.post("/v1/txt2img", json=TXT, headers={"Authorization": "Basic abc"}),
+        401,
+        "unauthorized",
+    )
+    ok = new_key("acme")
+    assert api.get("/v1/jobs", headers=ok).status_code == 200
+
+
+def test_revoked_key_is_401(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    from engine.store import list_keys, revoke_key
+
+    h = new_key("acme")
+    db = api.app.state.services.db  # type: ignore[attr-defined]
+    with db.session() as s:
+        ((key, _),) = list_keys(s, "acme")
+        assert revoke_key(s, key.id)
+    assert_problem(api.get("/v1/jobs", headers=h), 401, "unauthorized")
+
+
+def test_submit_txt2img_returns_job_with_seed(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    r = api.post("/v1/txt2img", json=TXT, headers=h)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["template"] == "txt2img"
+    assert job["template_version"] == "1.0.0"
+    assert isinstance(job["params"]["seed"], int) and 0 <= job["params"]["seed"] <= 2**32 - 1
+    assert job["params"]["sampler"] == "euler" and job["params"]["batch_size"] == 1
+    assert len(job["graph_hash"]) == 64
+    again = api.get(f"/v1/jobs/{job['id']}", headers=h).json()
+    assert again["params"] == job["params"] and again["status"] == "queued"
+
+
+def test_explicit_seed_gives_same_graph_hash(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    a = api.post("/v1/txt2img", json={**TXT, "seed": 7}, headers=h).json()
+    b = api.post("/v1/txt2img", json={**TXT, "seed": 7}, headers=h).json()
+    c = api.post("/v1/txt2img", json={**TXT, "seed": 8}, headers=h).json()
+    assert a["graph_hash"] == b["graph_hash"] != c["graph_hash"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**TXT, "width": 65}, "width"),  # not a multiple of 8
+        ({**TXT, "width": 4096}, "width"),  # above maximum
+        ({**TXT, "steps": 0}, "steps"),  # below minimum
+        ({**TXT, "steps": "many"}, "steps"),  # wrong type
+        ({**TXT, "sampler": "magic"}, "sampler"),  # not in the enum
+        ({**TXT, "prompt": "x" * 2001}, "prompt"),  # too long
+        ({**TXT, "prompt": ""}, "prompt"),  # too short
+        ({k: v for k, v in TXT.items() if k != "prompt"}, "prompt"),  # required
+        ({**TXT, "batch_size": 5}, "batch_size"),  # above the batch cap
+        ({**TXT, "seed": -1}, "seed"),
+        ({**TXT, "cfg": 31.5}, "cfg"),
+        ({**TXT, "colour": "red"}, "colour"),  # unknown field
+    ],
+)
+def test_bad_params_are_422_naming_the_field(
+    api: TestClient, new_key: Callable[[str], Headers], body: dict[str, object], field: str
+) -> None:
+    h = new_key("acme")
+    body_ = assert_problem(api.post("/v1/txt2img", json=body, headers=h), 422, "validation_error")
+    assert fields_of(body_) == {field}
+    assert field in str(body_["detail"])
+    # Nothing was stored.
+    assert api.get("/v1/jobs", headers=h).json()["data"] == []
+
+
+def test_bad_json_and_content_types(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    h = new_key("acme")
+    assert_problem(
+        api.post(
+            "/v1/txt2img", content=b"{nope", headers={**h, "Content-Type": "application/json"}
+        ),
+        400,
+        "invalid_request",
+    )
+    assert_problem(
+        api.post("/v1/txt2img", content=b"prompt=x", headers={**h, "Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    b = assert_problem(api.post("/v1/txt2img", json=[1, 2], headers=h), 422, "validation_error")
+    assert fields_of(b) == {"body"}
+
+
+def test_body_over_cap_is_413(make_settings: Callable[..., object], new_key: object) -> None:
+    from api.app import create_app
+    from engine.store import create_key
+
+    app = create_app(make_settings(max_body_bytes=4096), start_engine=False)  # type: ignore[operator]
+    with TestClient(app) as client:
+        with app.state.services.db.session() as s:
+            token, _ = create_key(s, "acme")
+        h = {"Authorization": f"Bearer {token}"}
+        r = client.post("/v1/txt2img", json={**TXT, "prompt": "x" * 5000}, headers=h)
+        assert_problem(r, 413, "payload_too_large")
+
+        def chunks():  # no Content-Length: the cap applies while streaming
+            for _ in range(10):
+                yield b"x" * 1000
+
+        r = client.post(
+            "/v1/txt2img", content=chunks(), headers={**h, "Content-Type": "application/json"}
+        )
+        assert_problem(r, 413, "payload_too_large")
+
+
+def test_upscale_accepts_data_url_and_multipart(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    img = png(20, 10)
+    r = api.post("/v1/upscale", json={"image": data_url(img), "scale": 2}, headers=h)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["inputs"]["image"]["width"] == 20 and job["inputs"]["image"]["bytes"] == len(img)
+    assert "base64" not in json.dumps(job)  # no media bytes on the job
+    r2 = api.post(
+        "/v1/upscale",
+        data={"scale": "3", "method": "bicubic"},
+        files={"image": ("in.png", img, "image/png")},
+        headers=h,
+    )
+    assert r2.status_code == 202, r2.text
+    assert r2.json()["params"]["scale"] == 3.0 and r2.json()["params"]["method"] == "bicubic"
+    db = api.app.state.services.db  # type: ignore[attr-defined]
+    with db.session() as s:
+        row = s.get(Job, job["id"])
+        assert row is not None
+        assert len(json.dumps(row.params)) + len(json.dumps(row.inputs)) < 2000
+        storage = api.app.state.services.storage  # type: ignore[attr-defined]
+        assert storage.get(row.inputs["image"]["key"]) == img
+
+
+@pytest.mark.parametrize(
+    ("make", "msg"),
+    [
+        (lambda: data_url(b"not an image"), "not a decodable image"),
+        (lambda: data_url(png(16, 16, "GIF"), "image/gif"), "format GIF"),
+        (lambda: data_url(png(2100, 2100)), "pixels"),
+        (lambda: "data:image/png;base64,@@@", "base64"),
+        (lambda: "https://example.com/a.png", "URL inputs"),
+        (lambda: data_url(noisy_png()[:3000]), "corrupt"),
+    ],
+)
+def test_bad_images_are_422(
+    api: TestClient, new_key: Callable[[str], Headers], make: Callable[[], str], msg: str
+) -> None:
+    h = new_key("acme")
+    body = assert_problem(
+        api.post("/v1/upscale", json={"image": make()}, headers=h), 422, "invalid_media"
+    )
+    assert fields_of(body) == {"image"} and msg in str(body["detail"])
+    assert api.get("/v1/jobs", headers=h).json()["data"] == []
+
+
+def test_decompression_bomb_refused_before_decoding(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    # A tiny file that claims 30000x30000 pixels.
+    bomb = _bomb_png()
+    body = assert_problem(
+        api.post("/v1/upscale", json={"image": data_url(bomb)}, headers=h), 422, "invalid_media"
+    )
+    assert "pixels" in str(body["detail"]) or "decodable" in str(body["detail"])
+
+
+def _bomb_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 30001 * 8)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_upscale_output_cap_is_enforced_at_submit(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    body = assert_problem(
+        api.post("/v1/upscale", json={"image": data_url(png(2000, 2000)), "scale": 4}, headers=h),
+        422,
+        "invalid_media",
+    )
+    assert fields_of(body) == {"scale"}
+
+
+def test_upscale_requires_image(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    h = new_key("acme")
+    body = assert_problem(
+        api.post("/v1/upscale", json={"scale": 2}, headers=h), 422, "validation_error"
+    )
+    assert fields_of(body) == {"image"}
+
+
+def test_quota_burst_of_eight_accepts_five(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda i: api.post("/v1/txt2img", json={**TXT, "seed": i}, headers=h), range(8)
+            )
+        )
+    codes = sorted(r.status_code for r in results)
+    assert codes == [202] * 5 + [429] * 3
+    for r in results:
+        if r.status_code == 429:
+            assert_problem(r, 429, "quota_exceeded")
+            assert int(r.headers["retry-after"]) > 0
+    assert len(api.get("/v1/jobs", headers=h).json()["data"]) == 5
+    # Another tenant is not affected by acme's quota.
+    assert api.post("/v1/txt2img", json=TXT, headers=new_key("other")).status_code == 202
+
+
+def test_tenant_isolation(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    a, b = new_key("acme"), new_key("globex")
+    job = api.post("/v1/txt2img", json=TXT, headers=a).json()
+    assert_problem(api.get(f"/v1/jobs/{job['id']}", headers=b), 404, "not_found")
+    assert_problem(api.delete(f"/v1/jobs/{job['id']}", headers=b), 404, "not_found")
+    assert api.get("/v1/jobs", headers=b).json()["data"] == []
+    assert [j["id"] for j in api.get("/v1/jobs", headers=a).json()["data"]] == [job["id"]]
+    # b's failed cancel changed nothing.
+    assert api.get(f"/v1/jobs/{job['id']}", headers=a).json()["status"] == "queued"
+
+
+def test_cancel_queued_job_and_cancel_is_idempotent(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    r = api.delete(f"/v1/jobs/{job['id']}", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.json()["finished_at"] is not None
+    assert api.delete(f"/v1/jobs/{job['id']}", headers=h).json()["status"] == "cancelled"
+    assert_problem(api.get("/v1/jobs/job_missing", headers=h), 404, "not_found")
+
+
+def test_list_pagination_and_filters(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    h = new_key("acme")
+    ids = [
+        api.post("/v1/txt2img", json={**TXT, "seed": i}, headers=h).json()["id"] for i in range(5)
+    ]
+    api.delete(f"/v1/jobs/{ids[0]}", headers=h)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get("/v1/jobs", params=params, headers=h).json()
+        seen += [j["id"] for j in page["data"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))  # newest first, each once
+    cancelled = api.get("/v1/jobs", params={"status": "cancelled"}, headers=h).json()["data"]
+    assert [j["id"] for j in cancelled] == [ids[0]]
+    assert api.get("/v1/jobs", params={"template": "upscale"}, headers=h).json()["data"] == []
+    assert_problem(
+        api.get("/v1/jobs", params={"status": "bogus"}, headers=h), 422, "validation_error"
+    )
+    assert_problem(api.get("/v1/jobs", params={"cursor": "!!"}, headers=h), 400, "invalid_request")
+
+
+def test_templates_endpoints(api: TestClient, new_key: Callable[[str], Headers]) -> None:
+    h = new_key("acme")
+    data = api.get("/v1/templates", headers=h).json()["data"]
+    by = {t["name"]: t for t in data}
+    assert set(by) == {"txt2img", "upscale"}
+    t = by["txt2img"]
+    assert t["version"] == "1.0.0" and t["route"] == "/v1/txt2img" and t["gpu_class"] == "l4"
+    assert t["params"]["properties"]["width"]["multipleOf"] == 8
+    assert t["params"]["required"] == ["prompt"]
+    one = api.get("/v1/templates/upscale", headers=h).json()
+    assert one["params"]["properties"]["scale"]["maximum"] == 4
+    assert_problem(api.get("/v1/templates/nope", headers=h), 404, "not_found")
+
+
+def test_unknown_route_and_method_are_problems(api: TestClient) -> None:
+    assert_problem(api.get("/v1/nothing"), 404, "not_found")
+    assert_problem(api.put("/health"), 405, "method_not_allowed")
+
+
+def test_committed_openapi_matches_served(api: TestClient) -> None:
+    served = api.get("/openapi.json").json()
+    committed = json.loads((ROOT / "openapi.json").read_text())
+    assert served == committed, "openapi.json is stale: run `stencil openapi` and review the diff"
+
+
+def test_openapi_is_sdk_ready(api: TestClient) -> None:
+    doc = api.get("/openapi.json").json()
+    ops = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
+    assert {
+        "run_txt2img_v1",
+        "run_upscale_v1",
+        "get_job",
+        "list_jobs",
+        "cancel_job",
+        "list_templates",
+        "get_template",
+        "health",
+        "ready",
+    } <= ops
+    schemas = doc["components"]["schemas"]
+    for name in ("Txt2imgV1Request", "UpscaleV1Request"):
+        for fname, prop in schemas[name]["properties"].items():
+            assert prop.get("description"), f"{name}.{fname} has no description"
+            assert prop.get("examples"), f"{name}.{fname} has no example"
+    for name in ("Job", "Output", "Timings", "JobList", "TemplateInfo"):
+        for fname, prop in schemas[name]["properties"].items():
+            assert prop.get("description"), f"{name}.{fname} has no description"
+    body = doc["paths"]["/v1/upscale"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
