@@ -23,7 +23,7 @@ run: models
 	$(STENCIL) dev
 
 lint: setup
-	$(VENV)/bin/ruff check api engine nodes tests scripts bench deploy
+	$(VENV)/bin/ruff check $(wildcard api engine nodes tests scripts bench deploy)
 	$(VENV)/bin/mypy
 
 test: models lint

@@ -383,20 +383,8 @@ def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:
         )
         if job_id is None:
             return None
-        now = utcnow()
-        if transition(
-            s,
-            job_id,
-            [QUEUED],
-            RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            worker_id=worker_id,
-            attempts=Job.attempts + 1,
-            progress=0.0,
-        ):
-            s.flush()
-            job = s.get(Job, job_id, populate_existing=True)
+        job = claim_job(s, job_id, worker_id)
+        if job is not None:
             return job
     raise Conflict("could not claim a job")
 

@@ -15,6 +15,7 @@ from PIL import Image
 from api.app import create_app
 from api.settings import Settings
 from engine.store import create_key
+from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy
 
@@ -39,27 +40,6 @@ def live(
         with app.state.services.db.session() as s:
             token, _ = create_key(s, "acme")
         yield client, {"Authorization": f"Bearer {token}"}
-
-
-def wait_for(
-    client: TestClient,
-    h: Headers,
-    job_id: str,
-    pred: Callable[[dict[str, Any]], bool],
-    timeout: float = 120,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=h).json()
-        if pred(job):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; last state {job}")
-        time.sleep(0.1)
-
-
-def finished(job: dict[str, Any]) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
 
 
 def fetch_png(client: TestClient, url: str) -> Image.Image:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,30 +16,11 @@ from api.settings import Settings
 from engine.catalog import load_catalog
 from engine.render import TemplateGraphs, example_params
 from engine.store import RUNNING, Database, Job, create_key, new_id, utcnow
+from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}
-
-
-def wait_job(
-    client: TestClient,
-    h: dict[str, str],
-    job_id: str,
-    pred: Callable[[dict[str, Any]], bool],
-    timeout: float = 120,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=h).json()
-        if pred(job):
-            return job
-        assert time.monotonic() < deadline, f"timed out; last {job}"
-        time.sleep(0.1)
-
-
-def done(job: dict[str, Any]) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
 
 
 def orphan(db: Database, tenant: str, attempts: int) -> str:
@@ -95,9 +74,9 @@ def test_jobs_orphaned_by_a_dead_process_are_recovered(
     pre.dispose()
     h = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(settings)) as client:
-        job = wait_job(client, h, retry, done)
+        job = wait_for(client, h, retry)
         assert job["status"] == "succeeded", job["error"]
-        lost = wait_job(client, h, give_up, done)
+        lost = wait_for(client, h, give_up)
         assert lost["status"] == "failed"
         assert lost["error"]["type"].endswith("/worker_lost")
 
@@ -115,11 +94,11 @@ def test_comfyui_killed_mid_job_is_restarted_and_the_job_retried(
         proc = services.comfy_process
         assert proc is not None
         job_id = client.post("/v1/txt2img", json={**SMALL, "steps": 60}, headers=h).json()["id"]
-        wait_job(client, h, job_id, lambda j: j["status"] == "running" and j["progress"] > 0)
+        wait_for(client, h, job_id, lambda j: j["status"] == "running" and j["progress"] > 0)
         pid = proc.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        job = wait_job(client, h, job_id, done, timeout=180)
+        job = wait_for(client, h, job_id, finished, timeout=180)
         # Retried once on the restarted engine: it either succeeds or fails with a clear error.
         assert job["status"] == "succeeded" or job["error"]["type"].endswith("/comfyui_unavailable")
         assert proc.restarts >= 1 and proc.pid != pid
@@ -127,4 +106,4 @@ def test_comfyui_killed_mid_job_is_restarted_and_the_job_retried(
             row = s.get(Job, job_id)
             assert row is not None and row.attempts == 2
         nxt = client.post("/v1/txt2img", json=SMALL, headers=h).json()["id"]
-        assert wait_job(client, h, nxt, done)["status"] == "succeeded"
+        assert wait_for(client, h, nxt)["status"] == "succeeded"
