@@ -231,3 +231,73 @@ def openapi(
     application = create_app(Settings(), start_engine=False)
     output.write_text(json.dumps(application.openapi(), indent=2) + "\n")
     out.print(f"wrote {output}")
+
+
+@app.command()
+def verify(
+    require_custom_nodes: Annotated[
+        bool,
+        typer.Option(help="Fail unless Stencil's custom nodes are loaded (they are on Modal)."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify the engine: ComfyUI and its version, catalog models, custom nodes, node types."""
+    import asyncio
+
+    from engine.comfy import ComfyClient, ComfyStartError
+    from engine.comfy.install import comfyui_version, is_comfyui_dir
+    from engine.comfy.process import ComfyProcess
+    from engine.render import TemplateGraphs
+    from engine.verify import VerifyReport, verify_engine
+
+    settings = Settings()
+    try:
+        cat = load_catalog(settings.catalog)
+    except CatalogError as e:
+        sys.stderr.write(f"{e}\n")
+        raise typer.Exit(2) from None
+    local = settings.comfyui_dir
+    installed = comfyui_version(local) if is_comfyui_dir(local) else None
+
+    async def run() -> VerifyReport:
+        proc: ComfyProcess | None = None
+        url = settings.comfyui_url
+        if not url:  # like `stencil serve`: start the local ComfyUI for the check
+            proc = ComfyProcess(
+                settings.comfyui_dir,
+                port=settings.comfyui_port or None,
+                cpu=settings.comfyui_cpu,
+                models_dir=settings.models_path,
+                log_path=(settings.home / "comfyui.log").resolve(),
+            )
+            await proc.start()
+            await proc.wait_ready(timeout=120)
+            url = proc.base_url
+        try:
+            async with ComfyClient(url) as comfy:
+                return await verify_engine(
+                    cat,
+                    TemplateGraphs(cat),
+                    comfy,
+                    settings.models_path,
+                    require_custom_nodes=require_custom_nodes,
+                    installed_version=installed,
+                )
+        finally:
+            if proc is not None:
+                await proc.stop()
+
+    try:
+        report = asyncio.run(run())
+    except ComfyStartError as e:
+        sys.stderr.write(f"ComfyUI did not start: {e}\n")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        table = Table("check", "result", "detail")
+        for c in report.checks:
+            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        out.print(table)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -105,6 +105,8 @@ class Services:
             worker_id=worker_id(),
             on_engine_down=on_engine_down,
             comfy_version=version or _installed_version(s),
+            # Beat several times per timeout, so one slow beat never looks like a lost worker.
+            heartbeat_s=min(5.0, s.heartbeat_timeout_s / 4),
         )
         return LocalRunner(
             ctx,

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python log level.")
 
+    modal_warmup: bool = Field(
+        default=False,
+        description="Deploy: run each template's example before the Modal memory snapshot.",
+    )
+    modal_requires_proxy_auth: bool = Field(
+        default=False, description="Deploy: require Modal proxy auth on the API."
+    )
+
     @field_validator("comfyui_path", "models_dir", mode="before")
     @classmethod
     def _empty_is_default(cls, v: object) -> object:

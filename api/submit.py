@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
+from sqlalchemy import update
 from starlette.datastructures import UploadFile
 
 from api.services import Services
@@ -16,7 +17,7 @@ from engine.errors import BadRequest, InvalidMedia, InvalidParams, UnsupportedMe
 from engine.media import CheckedImage, check_image, decode_data_url
 from engine.params import resolve_params, validate_params
 from engine.render import GraphError
-from engine.store import QUEUED, Job, Principal, insert_job, new_id, set_fields_if, utcnow
+from engine.store import QUEUED, Job, Principal, insert_job, new_id, utcnow
 
 _IMAGE_PLACEHOLDER = "data:image/png;base64,"
 
@@ -177,8 +178,13 @@ async def submit(
         if call_id:
 
             def save_call() -> None:
+                # A warm container may claim the job first; it records the call id itself.
                 with services.db.session() as s:
-                    set_fields_if(s, stored.id, QUEUED, call_id=call_id)
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == stored.id, Job.call_id.is_(None))
+                        .values(call_id=call_id)
+                    )
 
             await asyncio.to_thread(save_call)
             stored.call_id = call_id

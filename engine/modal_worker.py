@@ -1,0 +1,385 @@
+"""What runs inside a Modal GPU container, kept free of `modal` so it can be tested locally.
+
+`deploy/modal_app.py` wraps one `ModalWorker` per container:
+
+* `launch()` in `@modal.enter(snap=True)`: start ComfyUI with the GPU deferred (the snapshot
+  helper node in `nodes/stencil_snapshot` keeps it off CUDA), optionally run every template's
+  example once, so imports and node initialisation are in the memory snapshot;
+* `restore(...)` in `@modal.enter(snap=False)`: let ComfyUI use the GPU (or cold-start it when
+  that fails) and open the job store and storage, which must not be in the snapshot;
+* `run(job_id)` per input: claim the job (compare-and-set), run the shared worker function,
+  interrupt ComfyUI when the input is cancelled, and raise when ComfyUI is gone so Modal's
+  retries re-run the input on a fresh container, where the claim succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.catalog import Catalog
+from engine.comfy import ComfyClient, ComfyError
+from engine.comfy.install import comfyui_version
+from engine.comfy.process import ComfyProcess
+from engine.media import decode_data_url
+from engine.render import TemplateGraphs, example_params
+from engine.storage import Storage
+from engine.store import CANCELLED, QUEUED, RUNNING, Database, Job, claim_job, set_fields_if
+from engine.verify import VerifyReport, verify_engine
+from engine.worker import WorkerContext, execute_job
+
+log = logging.getLogger("stencil.modal_worker")
+
+# Read by nodes/stencil_snapshot/prestartup_script.py in the ComfyUI process.
+DEFER_ENV = "STENCIL_SNAPSHOT_DEFER_DEVICE"
+SNAPSHOT_STATUS = "/stencil/snapshot/status"
+SNAPSHOT_RESTORE = "/stencil/snapshot/restore"
+
+StopFetching = Callable[[], Awaitable[None] | None]
+
+
+class EngineLost(RuntimeError):
+    """ComfyUI is gone; the job was re-queued and Modal should retry the input elsewhere."""
+
+
+def modal_stop_fetching_inputs() -> Awaitable[None]:
+    """Tell Modal this container takes no more inputs (the real default)."""
+    import modal.experimental
+
+    result: Awaitable[None] = modal.experimental.stop_fetching_inputs.aio()
+    return result
+
+
+def modal_call_id() -> str | None:
+    """The FunctionCall id of the current input, when running inside Modal."""
+    try:
+        import modal
+    except ImportError:
+        return None
+    call_id: str | None = modal.current_function_call_id()
+    return call_id
+
+
+def _cancellations() -> tuple[type[BaseException], ...]:
+    # Modal cancels async inputs by cancelling their task and sync ones with InputCancellation.
+    try:
+        from modal.exception import InputCancellation
+    except ImportError:
+        return (asyncio.CancelledError,)
+    return (asyncio.CancelledError, InputCancellation)
+
+
+def ensure_database_url(environ: MutableMapping[str, str]) -> None:
+    """Let a Modal Secret carry `DATABASE_URL` (the common name) for STENCIL_DATABASE_URL."""
+    if not environ.get("STENCIL_DATABASE_URL") and environ.get("DATABASE_URL"):
+        environ["STENCIL_DATABASE_URL"] = environ["DATABASE_URL"]
+
+
+def container_worker_id(gpu_class: str) -> str:
+    """A worker id naming the GPU class and the Modal task (container) when known."""
+    task = os.environ.get("MODAL_TASK_ID") or socket.gethostname()
+    return f"modal:{gpu_class}:{task}:{os.getpid()}"
+
+
+@dataclass
+class WorkerConfig:
+    """How one container runs ComfyUI."""
+
+    gpu_class: str
+    # Launch ComfyUI from this tree, or use the ComfyUI already at `comfy_url`.
+    comfyui_path: Path | None = None
+    comfy_url: str | None = None
+    port: int = 8188
+    models_dir: Path | None = None  # None: ComfyUI's own models/ (where the image links them)
+    cpu: bool = False  # pass --cpu (CPU-only classes, tests)
+    defer_device: bool = True  # CPU memory snapshot: keep CUDA closed until restore
+    warmup: bool = False  # run every template's example once before the snapshot
+    heartbeat_s: float = 5.0
+    cancel_wait_s: float = 30.0
+    start_timeout_s: float = 300.0
+    log_path: Path | None = None
+
+    @property
+    def models_path(self) -> Path | None:
+        """Where the catalog's model files are expected."""
+        if self.models_dir is not None:
+            return self.models_dir
+        return self.comfyui_path / "models" if self.comfyui_path is not None else None
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    """Set (or unset) one variable around a child's start; the child keeps its copy."""
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+class ModalWorker:
+    """One container's ComfyUI and the jobs it runs, one at a time."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        stop_fetching_inputs: StopFetching = modal_stop_fetching_inputs,
+        current_call_id: Callable[[], str | None] = modal_call_id,
+        worker_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self._stop_fetching_inputs = stop_fetching_inputs
+        self._current_call_id = current_call_id
+        self.worker_id = worker_id or container_worker_id(config.gpu_class)
+        self.process: ComfyProcess | None = None
+        self.ctx: WorkerContext | None = None
+        self.engine_lost = False
+        self._stopped_fetching = False
+        self._launched = False
+        self._deferred = False
+
+    @property
+    def base_url(self) -> str:
+        """ComfyUI's URL in this container."""
+        if self.process is not None:
+            return self.process.base_url
+        if self.config.comfy_url:
+            return self.config.comfy_url.rstrip("/")
+        raise RuntimeError("no ComfyUI: give comfyui_path or comfy_url")
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def launch(self, catalog: Catalog | None = None) -> None:
+        """Before the snapshot: start ComfyUI (GPU deferred) and optionally warm it up."""
+        cfg = self.config
+        if cfg.comfyui_path is None:
+            return  # an existing ComfyUI (tests, a sidecar): nothing to launch
+        self._deferred = cfg.defer_device and not cfg.cpu
+        self.process = ComfyProcess(
+            cfg.comfyui_path,
+            port=cfg.port,
+            cpu=cfg.cpu,
+            models_dir=cfg.models_dir,
+            log_path=cfg.log_path,
+        )
+        try:
+            with _env(DEFER_ENV, "1" if self._deferred else None):
+                await self.process.start()
+            await self.process.wait_ready(cfg.start_timeout_s)
+        except Exception:
+            # Never fail the snapshot phase: restore() cold-starts ComfyUI instead, so a
+            # ComfyUI that cannot start without a GPU still serves, only slower.
+            log.exception("ComfyUI did not start before the snapshot; restore will cold-start")
+            await self.process.stop()
+            return
+        self._launched = True
+        if cfg.warmup and catalog is not None:
+            try:
+                await self._warmup(catalog)
+            except Exception:  # a warm-up is an optimisation: never fail the snapshot on it
+                log.exception("warm-up failed; the snapshot is taken without it")
+
+    async def restore(self, *, db: Database, storage: Storage, catalog: Catalog) -> None:
+        """After the snapshot: give ComfyUI the GPU and open the store (never snapshotted)."""
+        if self.process is not None:
+            if not self._launched:
+                await self._cold_start()
+            elif self._deferred and not await self._enable_device():
+                log.error("the GPU could not be enabled in the snapshotted ComfyUI; cold-starting")
+                await self._cold_start()
+        comfy = ComfyClient(self.base_url)
+        version: str | None = None
+        try:
+            stats = await comfy.system_stats()
+            version = (stats.get("system") or {}).get("comfyui_version")
+        except ComfyError:
+            log.warning("ComfyUI did not answer /system_stats after restore")
+        if not version and self.config.comfyui_path is not None:
+            version = comfyui_version(self.config.comfyui_path)
+        self.ctx = WorkerContext(
+            db=db,
+            storage=storage,
+            catalog=catalog,
+            graphs=TemplateGraphs(catalog),
+            comfy=comfy,
+            worker_id=self.worker_id,
+            on_engine_down=self._engine_down,
+            heartbeat_s=self.config.heartbeat_s,
+            comfy_version=version,
+        )
+
+    async def close(self) -> None:
+        """Stop ComfyUI and close connections (container exit)."""
+        if self.ctx is not None:
+            await self.ctx.comfy.aclose()
+            self.ctx.db.dispose()
+        if self.process is not None:
+            await self.process.stop()
+
+    async def _cold_start(self) -> None:
+        assert self.process is not None
+        self._deferred = False
+        with _env(DEFER_ENV, None):
+            await self.process.restart(ready_timeout=self.config.start_timeout_s)
+
+    async def _enable_device(self) -> bool:
+        # Forward this container's post-restore GPU visibility: ComfyUI kept the environment
+        # of the snapshot phase.
+        body = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES") or None}
+        try:
+            async with httpx.AsyncClient(base_url=self.base_url, timeout=60.0) as http:
+                r = await http.post(SNAPSHOT_RESTORE, json=body)
+        except httpx.HTTPError as e:
+            log.error("ComfyUI did not answer %s: %s", SNAPSHOT_RESTORE, e)
+            return False
+        if r.status_code != 200:
+            log.error("%s answered %s: %s", SNAPSHOT_RESTORE, r.status_code, r.text[:500])
+            return False
+        log.info("GPU enabled after restore: %s", r.text[:200])
+        return True
+
+    async def _warmup(self, catalog: Catalog) -> None:
+        """Run each template's example on this class once, so lazy imports are snapshotted."""
+        graphs = TemplateGraphs(catalog)
+        async with ComfyClient(self.base_url) as comfy:
+            for t in catalog.templates:
+                if t.gpu_class != self.config.gpu_class:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    for name in t.image_params:
+                        p = t.params[name]
+                        data = decode_data_url(name, str(p.example), p.max_bytes or 10_485_760)
+                        await comfy.upload_image(data, "example.png")
+                    graph = graphs.render(t, example_params(t)).graph
+                    await comfy.run(graph, timeout=float(t.limits.max_run_seconds))
+                except Exception:
+                    log.exception("warm-up of %s failed; continuing without it", t.name)
+                    continue
+                log.info("warmed up %s in %.1f s", t.name, time.monotonic() - t0)
+        if self._deferred:
+            # Models loaded while deferred sit on the CPU and ComfyUI caches them: drop both,
+            # so the first job after restore loads onto the GPU.
+            await self._free_models()
+
+    async def _free_models(self, timeout: float = 60.0) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30.0) as http:
+            await http.post("/free", json={"unload_models": True, "free_memory": True})
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                status = (await http.get(SNAPSHOT_STATUS)).json()
+                if not status.get("pending_flags") and not status.get("loaded_models"):
+                    return
+                await asyncio.sleep(0.2)
+        log.warning("ComfyUI did not free its models within %.0f s", timeout)
+
+    # ---- jobs --------------------------------------------------------------------------
+
+    async def run(self, job_id: str) -> str:
+        """Run one job to a terminal state; EngineLost when it must be retried elsewhere."""
+        ctx = self.ctx
+        if ctx is None:
+            raise RuntimeError("restore() has not run")
+        claimed = await asyncio.to_thread(self._claim, ctx.db, job_id)
+        if not claimed:
+            # Already taken, finished or cancelled (a Modal retry of an input whose job moved
+            # on, or a duplicate dispatch): nothing to do.
+            status = await asyncio.to_thread(self._status, ctx.db, job_id)
+            log.info("job %s not claimed (status %s)", job_id, status)
+            return status or "missing"
+        cancel = asyncio.Event()
+        task = asyncio.create_task(execute_job(ctx, job_id, cancel))
+        try:
+            status = await asyncio.shield(task)
+        except _cancellations():
+            cancel.set()
+            await self._after_cancel(task)
+            raise
+        if status == CANCELLED:
+            await self._wait_idle()
+        if status == QUEUED and self.engine_lost:
+            raise EngineLost(f"ComfyUI is gone; job {job_id} was re-queued for another container")
+        return status
+
+    async def verify(self) -> VerifyReport:
+        """The verification report for this container's engine."""
+        ctx = self.ctx
+        if ctx is None:
+            raise RuntimeError("restore() has not run")
+        return await verify_engine(
+            ctx.catalog,
+            ctx.graphs,
+            ctx.comfy,
+            self.config.models_path,
+            require_custom_nodes=True,
+            installed_version=ctx.comfy_version,
+        )
+
+    def _claim(self, db: Database, job_id: str) -> bool:
+        with db.session() as s:
+            job = claim_job(s, job_id, self.worker_id)
+            if job is None:
+                return False
+            call_id = self._current_call_id()
+            # The API saves the call id only while the job is queued; a warm container can
+            # claim it first, so the worker records its own call id for DELETE to cancel.
+            if call_id and job.call_id != call_id:
+                set_fields_if(s, job_id, RUNNING, call_id=call_id)
+            return True
+
+    @staticmethod
+    def _status(db: Database, job_id: str) -> str | None:
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            return job.status if job is not None else None
+
+    async def _after_cancel(self, task: asyncio.Task[str]) -> None:
+        """The input was cancelled: let the worker interrupt ComfyUI, then wait until idle."""
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=self.config.cancel_wait_s)
+        except Exception:
+            log.warning("the job did not stop within %.0f s of cancel", self.config.cancel_wait_s)
+            task.cancel()
+        await self._wait_idle()
+
+    async def _wait_idle(self) -> None:
+        assert self.ctx is not None
+        try:
+            await self.ctx.comfy.wait_idle(timeout=self.config.cancel_wait_s)
+        except ComfyError:
+            log.warning("ComfyUI did not become idle after a cancel", exc_info=True)
+
+    async def _engine_down(self) -> bool:
+        """ComfyUI failed its health check: take no more inputs here; False: do not use it."""
+        self.engine_lost = True
+        if not self._stopped_fetching:
+            self._stopped_fetching = True
+            log.error("ComfyUI is gone; this container stops taking inputs")
+            result = self._stop_fetching_inputs()
+            if inspect.isawaitable(result):
+                await result
+        return False
+
+
+async def worker_verify_dict(worker: ModalWorker) -> dict[str, Any]:
+    """The verify report as plain data (what the Modal method returns)."""
+    return (await worker.verify()).as_dict()
