@@ -86,7 +86,9 @@ class LocalRunner(Runner):
     async def ready(self) -> dict[str, Any]:
         """Engine facts for /ready; raises if the engine does not answer."""
         stats = await self.ctx.comfy.system_stats()
-        return {"runner": self.name, "comfyui": stats.get("system", {}).get("comfyui_version")}
+        # Older ComfyUI releases do not report their version; fall back to the installed one.
+        version = stats.get("system", {}).get("comfyui_version") or self.ctx.comfy_version
+        return {"runner": self.name, "comfyui": version}
 
     async def _loop(self, i: int) -> None:
         while not self._stopping:
