@@ -37,6 +37,8 @@ def create_app(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO, which would log each ComfyUI health check.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     services = Services.build(settings)
 
     @asynccontextmanager
