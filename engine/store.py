@@ -37,6 +37,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -223,8 +224,10 @@ def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
 
         stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
     # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which may
-    # also move the job to its terminal state) must survive a duplicate.
-    return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    # also move the job to its terminal state) must survive a duplicate. RETURNING tells
+    # whether a row was written (psycopg's rowcount is not reliable here).
+    pk = sa_inspect(model).primary_key
+    return s.execute(stmt.returning(*pk)).first() is not None
 
 
 def new_id(prefix: str) -> str:
