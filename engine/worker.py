@@ -252,8 +252,8 @@ class _Attempt:
         fresh: Job | None = await _db(_load, self.ctx.db, self.job.id)
         if fresh is not None and fresh.attempts < MAX_ATTEMPTS:
             m = self.metering()
-            observe_attempt(self.job.template, m)
             if await _db(_requeue_tx, self.ctx, self.job, m):
+                observe_attempt(self.job.template, m)
                 log.warning("job %s re-queued after engine fault: %s", self.job.id, err.detail)
                 if self.ctx.on_engine_down is not None:
                     await self.ctx.on_engine_down()
