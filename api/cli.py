@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -22,10 +24,14 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 comfy_app = typer.Typer(help="The local ComfyUI.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files named in the catalog.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage and cost from the ledger.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants and their budgets.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(comfy_app, name="comfyui")
 app.add_typer(models_app, name="models")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(usage_app, name="usage")
+app.add_typer(tenants_app, name="tenants")
 
 out = Console()
 err = Console(stderr=True)
@@ -301,3 +307,126 @@ def verify(
         out.print(table)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """`30d`, `12h`, `2w` before now, or an ISO date/date-time (UTC when no offset)."""
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    v = value.strip().lower()
+    if len(v) > 1 and v[-1] in units and v[:-1].isdigit():
+        return now - timedelta(seconds=int(v[:-1]) * units[v[-1]])
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use 30d, 12h, 2w or an ISO date") from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+@usage_app.command("report")
+def usage_report(
+    since: Annotated[str, typer.Option(help="Start: 30d, 12h, 2w or an ISO date.")] = "30d",
+    until: Annotated[
+        str | None, typer.Option(help="End (exclusive): an ISO date; default now.")
+    ] = None,
+    group_by: Annotated[str, typer.Option(help="tenant, template, day or gpu_class.")] = "template",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+) -> None:
+    """Jobs, billable seconds and USD per group from the usage ledger, with a total."""
+    from sqlalchemy import select
+
+    from engine.store import Tenant
+    from engine.usage import totals, usage
+
+    if group_by not in ("tenant", "template", "day", "gpu_class"):
+        raise typer.BadParameter("use tenant, template, day or gpu_class", param_hint="--group-by")
+    now = datetime.now(UTC)
+    start = parse_since(since, now)
+    end = parse_since(until, now) if until else now
+    db = _db(Settings())
+    with db.session() as s:
+        tenant_id = None
+        if tenant is not None:
+            tenant_id = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
+            if tenant_id is None:
+                err.print(f"no tenant {tenant}")
+                raise typer.Exit(1)
+        rows = usage(s, start=start, end=end, group_by=group_by, tenant_id=tenant_id)  # type: ignore[arg-type]
+    db.dispose()
+    everything = [*rows, totals(rows)]
+    cols = ["key", "jobs", "billable_seconds", "usd", "platform_seconds", "platform_usd"]
+    if csv_out:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow([group_by if c == "key" else c for c in cols])
+        for r in everything:
+            d = r.as_dict()
+            w.writerow([d[c] for c in cols])
+        return
+    table = Table(
+        group_by,
+        "jobs",
+        "billable s",
+        "USD",
+        "platform s",
+        "platform USD",
+        title=f"usage {start.isoformat(timespec='seconds')} to {end.isoformat(timespec='seconds')}",
+    )
+    for r in everything:
+        d = r.as_dict()
+        table.add_row(*(str(d[c]) for c in cols), end_section=r is rows[-1] if rows else False)
+    out.print(table)
+
+
+@tenants_app.command("budget")
+def tenants_budget(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    usd: Annotated[
+        str | None, typer.Option(help="Monthly budget in USD (e.g. 50 or 12.5).")
+    ] = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option(help="Fraction of the budget (0-1] that emits budget.threshold, e.g. 0.8."),
+    ] = None,
+    clear: Annotated[bool, typer.Option(help="Remove the budget.")] = False,
+) -> None:
+    """Set, show or clear a tenant's monthly budget (402 on submit once it is spent)."""
+    from decimal import Decimal, InvalidOperation
+
+    from sqlalchemy import select
+
+    from engine.budgets import budget_status, set_budget
+    from engine.errors import StencilError
+    from engine.store import Tenant
+
+    def dec(name: str, v: str | None) -> Decimal | None:
+        try:
+            return Decimal(v) if v is not None else None
+        except InvalidOperation:
+            raise typer.BadParameter(f"{v!r} is not a number", param_hint=f"--{name}") from None
+
+    db = _db(Settings())
+    with db.session() as s:
+        try:
+            if clear:
+                set_budget(s, tenant, None)
+            elif usd is not None:
+                set_budget(s, tenant, dec("usd", usd), dec("threshold", threshold))
+            elif threshold is not None:
+                raise typer.BadParameter("give --usd with --threshold", param_hint="--usd")
+        except StencilError as e:
+            err.print(e.detail)
+            raise typer.Exit(1) from None
+        tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
+        if tid is None:
+            err.print(f"no tenant {tenant}")
+            raise typer.Exit(1)
+        status = budget_status(s, tid)
+    db.dispose()
+    if status is None:
+        out.print(f"{tenant}: no budget")
+        return
+    v = status.view()
+    out.print(
+        f"{tenant}: budget ${v['budget_usd']}/month, threshold {v['threshold'] or 'none'}, "
+        f"spent ${v['spend_usd']} in {v['month']}" + (" (over budget)" if v["over_budget"] else "")
+    )

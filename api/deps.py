@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
-from engine.errors import Unauthorized
+from engine.errors import Forbidden, Unauthorized
 from engine.store import Principal, resolve_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
@@ -45,3 +45,13 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_admin(principal: PrincipalDep) -> Principal:
+    """The caller, who must hold the `admin` scope; 403 otherwise."""
+    if "admin" not in principal.scopes:
+        raise Forbidden("This key lacks the admin scope (`stencil keys create --admin`).")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

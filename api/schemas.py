@@ -43,6 +43,39 @@ class Timings(BaseModel):
     total_seconds: float | None = Field(description="From creation to finish.")
 
 
+class Metering(BaseModel):
+    """What the worker measured with its own monotonic clock (see docs/costs.md)."""
+
+    queue_seconds: float = Field(description="From acceptance to a worker taking the job.")
+    cold_start: bool = Field(description="Whether this job paid a cold start.")
+    cold_start_seconds: float = Field(
+        description="Container start or restore, engine restart and model load this job paid."
+    )
+    execution_seconds: float = Field(
+        description="From ComfyUI starting the prompt to its end (cold model load included)."
+    )
+    upload_seconds: float = Field(description="Fetching and storing the outputs.")
+    billable_seconds: float = Field(
+        description="Container time the job held its GPU; what the job is priced on."
+    )
+
+
+class Cost(BaseModel):
+    """What the job cost, priced when it finished at the rate then in force."""
+
+    gpu_class: str = Field(description="The catalog GPU class the job was priced at.")
+    gpu_type: str = Field(description="The GPU type it ran on.")
+    billable_seconds: float = Field(description="Billable seconds (whole milliseconds).")
+    usd: str = Field(description="USD charged to the tenant, six decimals (exact, a string).")
+    rate: str = Field(description="USD per billable second used (GPU, CPU and memory).")
+    charged_to: Literal["tenant", "platform"] = Field(
+        description="`platform` when the platform failed the job: the tenant pays nothing."
+    )
+    platform_usd: str = Field(
+        description="USD the platform absorbed for this job (its failures, retried attempts)."
+    )
+
+
 class Job(BaseModel):
     """A job: one call of a template."""
 
@@ -64,6 +97,10 @@ class Job(BaseModel):
     started_at: datetime | None = Field(description="When a worker started it.")
     finished_at: datetime | None = Field(description="When it reached a terminal state.")
     timings: Timings = Field(description="Queue, run and total seconds.")
+    metering: Metering | None = Field(
+        description="Worker-measured seconds of the last attempt; present once it ran."
+    )
+    cost: Cost | None = Field(description="The priced charge; present once the job is settled.")
 
 
 class JobList(BaseModel):
@@ -71,6 +108,17 @@ class JobList(BaseModel):
 
     data: list[Job] = Field(description="The jobs on this page.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class Estimate(BaseModel):
+    """p50/p95 cost and run time measured over a template's recent succeeded jobs."""
+
+    sample_size: int = Field(description="How many recent succeeded jobs were measured.")
+    note: str = Field(description="`no data yet`, or what the figures were measured from.")
+    usd_p50: str | None = Field(description="Median cost per job, USD.")
+    usd_p95: str | None = Field(description="95th percentile cost per job, USD.")
+    run_seconds_p50: float | None = Field(description="Median run time (worker span), s.")
+    run_seconds_p95: float | None = Field(description="95th percentile run time, s.")
 
 
 class TemplateInfo(BaseModel):
@@ -83,7 +131,10 @@ class TemplateInfo(BaseModel):
     route: str = Field(description="The route that runs it, e.g. `/v1/txt2img`.")
     gpu_class: str = Field(description="The GPU class jobs run on.")
     gpu: str = Field(description="The GPU type of that class.")
-    usd_per_second: str = Field(description="Price of the GPU class per second, USD.")
+    usd_per_second: str = Field(
+        description="Price of one billable second on the GPU class (GPU, CPU, memory), USD."
+    )
+    estimate: Estimate = Field(description="Measured cost and run time of recent jobs.")
     params: dict[str, Any] = Field(description="JSON Schema of the request body.")
 
 
@@ -105,3 +156,39 @@ class Ready(BaseModel):
     status: Literal["ready"] = Field(description="ready")
     database: str = Field(description="Database dialect.")
     engine: dict[str, Any] = Field(description="Facts from the runner.")
+
+
+class UsageGroup(BaseModel):
+    """Usage totals of one group."""
+
+    key: str = Field(description="The group: a template, a day (`YYYY-MM-DD`), a GPU class...")
+    jobs: int = Field(description="Jobs charged to the tenant.")
+    billable_seconds: float = Field(description="Billable seconds charged to the tenant.")
+    usd: str = Field(description="USD charged to the tenant (exact, six decimals).")
+    platform_seconds: float = Field(
+        description="Billable seconds the platform absorbed (its failures, retried attempts)."
+    )
+    platform_usd: str = Field(description="USD the platform absorbed.")
+
+
+class BudgetInfo(BaseModel):
+    """A tenant's monthly budget and its spend this month."""
+
+    month: str = Field(description="The budget month, `YYYY-MM` (UTC).")
+    budget_usd: str = Field(description="The monthly budget, USD.")
+    spend_usd: str = Field(description="USD charged so far this month.")
+    threshold: str | None = Field(description="Fraction of the budget that raises an event.")
+    over_budget: bool = Field(description="True when new submissions are refused (402).")
+
+
+class Usage(BaseModel):
+    """Usage from the ledger over [start, end), grouped."""
+
+    object: Literal["usage"] = Field(default="usage", description="Always `usage`.")
+    start: datetime = Field(description="Start of the range (inclusive, UTC).")
+    end: datetime = Field(description="End of the range (exclusive, UTC).")
+    group_by: str = Field(description="What the groups are: template, day, gpu_class or tenant.")
+    tenant: str | None = Field(description="The tenant, or null for all tenants (admin).")
+    data: list[UsageGroup] = Field(description="One entry per group, sorted by key.")
+    total: UsageGroup = Field(description="The sum of all groups (key `total`).")
+    budget: BudgetInfo | None = Field(description="The tenant's budget, when it has one.")

@@ -7,10 +7,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from api.settings import Settings
 from engine.catalog import Catalog, load_catalog
 from engine.comfy import ComfyClient
 from engine.comfy.process import ComfyProcess
+from engine.metrics import registry_for
 from engine.params import build_request_model
 from engine.render import TemplateGraphs
 from engine.runners.base import Runner
@@ -35,6 +38,13 @@ class Services:
     runner: Runner | None = None
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    metrics: CollectorRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = registry_for(self.db, self._comfy_restarts)
+
+    def _comfy_restarts(self) -> int:
+        return self.comfy_process.restarts if self.comfy_process is not None else 0
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

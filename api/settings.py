@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413)."
     )
+    metrics_token: str = Field(
+        default="", description="Bearer token `/metrics` requires; empty: open (scrape privately)."
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
 
     modal_warmup: bool = Field(

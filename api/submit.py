@@ -12,6 +12,7 @@ from sqlalchemy import update
 from starlette.datastructures import UploadFile
 
 from api.services import Services
+from engine.budgets import check_budget
 from engine.catalog import Template
 from engine.errors import BadRequest, InvalidMedia, InvalidParams, UnsupportedMediaType
 from engine.media import CheckedImage, check_image, decode_data_url
@@ -110,6 +111,11 @@ def _active_count(services: Services, tenant_id: str) -> int:
         )
 
 
+def _check_budget(services: Services, tenant_id: str) -> None:
+    with services.db.session() as s:
+        check_budget(s, tenant_id)
+
+
 async def submit(
     services: Services, t: Template, model: type[BaseModel], principal: Principal, request: Request
 ) -> Job:
@@ -132,6 +138,8 @@ async def submit(
             [{"field": "body", "message": f"the params do not render: {e}"}]
         ) from None
 
+    # A tenant over its monthly budget is refused before anything (media included) is stored.
+    await asyncio.to_thread(_check_budget, services, principal.tenant_id)
     quota = services.settings.active_job_quota
     # A cheap early refusal so a tenant over quota stores nothing, not even media.
     if await asyncio.to_thread(_active_count, services, principal.tenant_id) >= quota:

@@ -51,6 +51,12 @@ class GpuClass(_Strict):
     memory_usd_per_gib_second: Decimal = Field(
         default=Decimal(0), ge=0, description="Optional memory rate per reserved GiB-second."
     )
+    cpu_cores: Decimal = Field(
+        default=Decimal(0), ge=0, description="CPU cores reserved per container (CPU rate)."
+    )
+    memory_gib: Decimal = Field(
+        default=Decimal(0), ge=0, description="Memory reserved per container, GiB (memory rate)."
+    )
     max_containers: int = Field(default=2, ge=1, le=100, description="Upper bound on containers.")
     scaledown_window_s: int = Field(
         default=60, ge=2, le=1200, description="Idle seconds before a container is stopped."

@@ -5,6 +5,8 @@ StencilError
 │   └── InvalidParams (422)     validation_error   (lists fields by public name)
 │       └── InvalidMedia (422)  invalid_media
 ├── Unauthorized (401)          unauthorized
+├── BudgetExceeded (402)        budget_exceeded    (says budget and spend; Retry-After)
+├── Forbidden (403)             forbidden          (the key lacks a scope)
 ├── NotFound (404)              not_found
 ├── Conflict (409)              conflict
 ├── PayloadTooLarge (413)       payload_too_large
@@ -69,6 +71,16 @@ class InvalidMedia(InvalidParams):
 
 class Unauthorized(StencilError):
     status, type, title = 401, "unauthorized", "Unauthorized"
+
+
+class BudgetExceeded(StencilError):
+    """The tenant's monthly budget is spent; `budget_usd` and `spend_usd` say by how much."""
+
+    status, type, title = 402, "budget_exceeded", "Monthly budget exceeded"
+
+
+class Forbidden(StencilError):
+    status, type, title = 403, "forbidden", "Forbidden"
 
 
 class NotFound(StencilError):

@@ -200,6 +200,8 @@ class ModalWorker:
 
     async def restore(self, *, db: Database, storage: Storage, catalog: Catalog) -> None:
         """After the snapshot: give ComfyUI the GPU and open the store (never snapshotted)."""
+        # The container's first job pays for the restore (see docs/costs.md, cold start).
+        boot_t0 = time.monotonic()
         if self.process is not None:
             if not self._launched:
                 await self._cold_start()
@@ -225,6 +227,7 @@ class ModalWorker:
             on_engine_down=self._engine_down,
             heartbeat_s=self.config.heartbeat_s,
             comfy_version=version,
+            container_boot_seconds=time.monotonic() - boot_t0,
         )
 
     async def close(self) -> None:
@@ -383,3 +386,4 @@ class ModalWorker:
 async def worker_verify_dict(worker: ModalWorker) -> dict[str, Any]:
     """The verify report as plain data (what the Modal method returns)."""
     return (await worker.verify()).as_dict()
+

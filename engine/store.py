@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     String,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -128,10 +130,76 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     execution_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     metering: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The priced charge as settled (rate included), so a later price change rewrites nothing.
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
+    )
+
+
+class LedgerEntry(Base):
+    """One charge: the priced container time of one attempt of one job. Append-only."""
+
+    __tablename__ = "usage_ledger"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    template: Mapped[str] = mapped_column(String(40))
+    template_version: Mapped[str] = mapped_column(String(20))
+    gpu_class: Mapped[str] = mapped_column(String(40))
+    gpu_type: Mapped[str] = mapped_column(String(40))
+    payer: Mapped[str] = mapped_column(String(10))  # "tenant" | "platform"
+    outcome: Mapped[str] = mapped_column(String(12))  # job status, or "retried"
+    billable_ms: Mapped[int] = mapped_column(BigInteger)
+    run_ms: Mapped[int] = mapped_column(BigInteger)
+    execution_ms: Mapped[int] = mapped_column(BigInteger)
+    queue_ms: Mapped[int] = mapped_column(BigInteger)
+    cold_start_ms: Mapped[int] = mapped_column(BigInteger)
+    usd_per_second: Mapped[str] = mapped_column(String(40))
+    rate: Mapped[dict[str, Any]] = mapped_column(JSON)
+    usd_micros: Mapped[int] = mapped_column(BigInteger)
+    # UTC calendar keys, stored so grouping and monthly budgets are portable SQL.
+    day: Mapped[str] = mapped_column(String(10))
+    month: Mapped[str] = mapped_column(String(7))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", name="uq_usage_ledger_job_attempt"),
+        Index("ix_usage_ledger_tenant_month", "tenant_id", "month"),
+        Index("ix_usage_ledger_created", "created_at"),
+        Index("ix_usage_ledger_template_created", "template", "created_at"),
+    )
+
+
+class TenantBudget(Base):
+    """A tenant's optional monthly budget and its soft threshold (a fraction of it)."""
+
+    __tablename__ = "tenant_budgets"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    monthly_usd_micros: Mapped[int] = mapped_column(BigInteger)
+    threshold: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TenantEvent(Base):
+    """An event for a tenant waiting to be delivered (an outbox row), e.g. `budget.threshold`."""
+
+    __tablename__ = "tenant_events"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    type: Mapped[str] = mapped_column(String(60))
+    # What makes the event happen once: the month for budget events.
+    dedupe_key: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "type", "dedupe_key", name="uq_tenant_events_once"),
+        Index("ix_tenant_events_undelivered", "delivered_at", "created_at"),
     )
 
 
@@ -143,6 +211,23 @@ class Principal:
     tenant_name: str
     key_id: str
     scopes: frozenset[str]
+
+
+def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
+    """Insert a row unless it breaks a unique constraint; True if it was written."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
+    # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which may
+    # also move the job to its terminal state) must survive a duplicate. RETURNING tells
+    # whether a row was written (psycopg's rowcount is not reliable here).
+    pk = sa_inspect(model).primary_key
+    return s.execute(stmt.returning(*pk)).first() is not None
 
 
 def new_id(prefix: str) -> str:

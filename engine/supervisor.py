@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from engine.catalog import Catalog
 from engine.errors import JobTimedOut, WorkerLost, problem_of
+from engine.ledger import PLATFORM, RETRIED, settle, settle_leftovers, wall_clock_metering
 from engine.store import FAILED, QUEUED, RUNNING, Database, Job, transition, utcnow
 
 log = logging.getLogger("stencil.supervisor")
@@ -20,7 +21,7 @@ class Action:
     """What one sweep did to one job."""
 
     job_id: str
-    action: str  # "queue_timeout" | "run_timeout" | "requeued" | "worker_lost"
+    action: str  # "queue_timeout" | "run_timeout" | "requeued" | "worker_lost" | "settled"
     call_id: str | None = None
 
 
@@ -30,9 +31,16 @@ def sweep(
     *,
     heartbeat_timeout_s: float,
     max_attempts: int = 2,
+    settle_grace_s: float | None = None,
     now: datetime | None = None,
 ) -> list[Action]:
-    """One pass over active jobs; every change is a compare-and-set, so sweeps may overlap."""
+    """One pass over active jobs; every change is a compare-and-set, so sweeps may overlap.
+
+    A job whose worker vanished is charged from database times (start to last heartbeat) as
+    platform cost, since no monotonic figures survive the worker; finished jobs whose charge
+    was never settled (their worker died after a cancel or timeout) are settled the same way
+    once `settle_grace_s` has passed (default: the heartbeat timeout plus 15 s).
+    """
     now = now or utcnow()
     actions: list[Action] = []
     with db.session() as s:
@@ -57,6 +65,7 @@ def sweep(
                     if transition(s, job.id, [RUNNING], FAILED, error=err, finished_at=now):
                         actions.append(Action(job.id, "run_timeout", job.call_id))
                 elif beat < now - timedelta(seconds=heartbeat_timeout_s):
+                    lost = wall_clock_metering(job)
                     if job.attempts < max_attempts and transition(
                         s,
                         job.id,
@@ -66,6 +75,16 @@ def sweep(
                         worker_id=None,
                         progress=0.0,
                     ):
+                        settle(
+                            s,
+                            job,
+                            catalog=catalog,
+                            attempt=job.attempts,
+                            metering=lost,
+                            payer=PLATFORM,
+                            outcome=RETRIED,
+                            now=now,
+                        )
                         actions.append(Action(job.id, "requeued", job.call_id))
                     else:
                         err = problem_of(
@@ -74,8 +93,23 @@ def sweep(
                             )
                         )
                         err["platform_fault"] = True
-                        if transition(s, job.id, [RUNNING], FAILED, error=err, finished_at=now):
+                        if transition(
+                            s, job.id, [RUNNING], FAILED, error=err, finished_at=now, metering=lost
+                        ):
+                            settle(
+                                s,
+                                job,
+                                catalog=catalog,
+                                attempt=job.attempts,
+                                metering=lost,
+                                payer=PLATFORM,
+                                outcome=FAILED,
+                                now=now,
+                            )
                             actions.append(Action(job.id, "worker_lost", job.call_id))
+    grace = settle_grace_s if settle_grace_s is not None else heartbeat_timeout_s + 15
+    for charge in settle_leftovers(db, catalog, grace_s=grace, now=now):
+        actions.append(Action(charge.job_id, "settled"))
     for a in actions:
         log.warning("supervisor: job %s %s", a.job_id, a.action)
     return actions

@@ -26,7 +26,10 @@ from engine.errors import (
     JobTimedOut,
     problem_of,
 )
+from engine.ledger import PLATFORM, RETRIED, payer_of, settle, settle_current
 from engine.media import image_info
+from engine.metering import PromptMeter, split_batch
+from engine.metrics import observe_attempt
 from engine.render import TemplateGraphs
 from engine.storage import Storage
 from engine.store import (
@@ -63,6 +66,11 @@ class WorkerContext:
     heartbeat_s: float = 5.0
     progress_min_interval_s: float = 0.5
     comfy_version: str | None = None
+    # The GPU type this worker runs on, when it differs from its class's first choice.
+    gpu_type: str | None = None
+    # Container start/restore seconds not yet paid by a job: the next job pays them (Modal sets
+    # this in its enter hook; locally the engine starts with the API, before any job).
+    container_boot_seconds: float = 0.0
     hooks: list[Callable[[str, str], Awaitable[None] | None]] = field(default_factory=list)
 
 
@@ -98,42 +106,159 @@ def _status(db: Database, job_id: str) -> str | None:
         return job.status if job else None
 
 
-def _cas(db: Database, job_id: str, frm: list[str], to: str, **values: Any) -> bool:
-    with db.session() as s:
-        return transition(s, job_id, frm, to, **values)
-
-
 def _set(db: Database, job_id: str, status: str, **values: Any) -> bool:
     with db.session() as s:
         return set_fields_if(s, job_id, status, **values)
 
 
-def _merge_metering(db: Database, job_id: str, values: dict[str, Any]) -> None:
-    with db.session() as s:
-        job = s.get(Job, job_id)
-        if job is not None:
-            job.metering = {**(job.metering or {}), **values}
+def _job_metering(meter: PromptMeter, queue_seconds: float) -> dict[str, Any]:
+    """The job's figures: its share of the prompt (a batch of one today) plus its queue wait."""
+    (share,) = split_batch(meter.figures(), [1])
+    return {**share, "queue_seconds": queue_seconds}
+
+
+def _finish_tx(
+    ctx: WorkerContext,
+    job: Job,
+    to: str,
+    metering: dict[str, Any],
+    values: dict[str, Any],
+) -> bool:
+    """Move the running job to `to` and settle its charge in one transaction.
+
+    When the move loses the race (a cancel or a supervisor timeout got there first), the charge
+    for what the attempt used is still settled, against the state the job is in.
+    """
+    with ctx.db.session() as s:
+        if transition(s, job.id, [RUNNING], to, metering=metering, **values):
+            fresh = s.get(Job, job.id, populate_existing=True)
+            assert fresh is not None
+            settle(
+                s,
+                fresh,
+                catalog=ctx.catalog,
+                attempt=job.attempts,
+                metering=metering,
+                payer=payer_of(to, values.get("error")),
+                outcome=to,
+                gpu_type=ctx.gpu_type,
+            )
+            return True
+        settle_current(
+            s,
+            job.id,
+            catalog=ctx.catalog,
+            attempt=job.attempts,
+            metering=metering,
+            gpu_type=ctx.gpu_type,
+        )
+        return False
+
+
+def _settle_tx(ctx: WorkerContext, job: Job, metering: dict[str, Any]) -> None:
+    """Settle an attempt whose job another process already finished (a cancel, a timeout)."""
+    with ctx.db.session() as s:
+        settle_current(
+            s,
+            job.id,
+            catalog=ctx.catalog,
+            attempt=job.attempts,
+            metering=metering,
+            gpu_type=ctx.gpu_type,
+        )
+
+
+def _requeue_tx(ctx: WorkerContext, job: Job, metering: dict[str, Any]) -> bool:
+    """Re-queue after an engine fault; the lost attempt is platform cost, not the tenant's."""
+    with ctx.db.session() as s:
+        if not transition(
+            s, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
+        ):
+            return False
+        settle(
+            s,
+            job,
+            catalog=ctx.catalog,
+            attempt=job.attempts,
+            metering=metering,
+            payer=PLATFORM,
+            outcome=RETRIED,
+            gpu_type=ctx.gpu_type,
+        )
+        return True
 
 
 async def execute_job(ctx: WorkerContext, job_id: str, cancel: asyncio.Event | None = None) -> str:
     """Run one claimed (`running`) job and move it to a terminal state; returns that state."""
     cancel = cancel or asyncio.Event()
-    t0 = time.monotonic()
     job: Job | None = await _db(_load, ctx.db, job_id)
     if job is None or job.status != RUNNING:
         return job.status if job else "missing"
+    run = _Attempt(ctx, job, PromptMeter(job.graph))
+    # Container start/restore seconds are paid by the first job the container runs.
+    run.meter.container_boot_seconds, ctx.container_boot_seconds = ctx.container_boot_seconds, 0.0
     t = ctx.catalog.get(job.template, int(job.template_version.split(".")[0]))
     if t is None:
-        await _fail(ctx, job, ExecutionFailed(f"template {job.template} is no longer served"))
-        return FAILED
+        return await run.fail(ExecutionFailed(f"template {job.template} is no longer served"))
 
     stop = asyncio.Event()
     hb = asyncio.create_task(_heartbeat(ctx, job_id, cancel, stop))
     try:
-        return await _run(ctx, job, t, cancel, t0)
+        return await _run(run, t, cancel)
     finally:
         stop.set()
         await hb
+
+
+class _Attempt:
+    """One attempt at a job: its meter, and every way it can end (each settles its charge)."""
+
+    def __init__(self, ctx: WorkerContext, job: Job, meter: PromptMeter) -> None:
+        self.ctx, self.job, self.meter = ctx, job, meter
+        started = job.started_at or job.created_at
+        # The one figure that spans two processes: the API stamped creation, the claim stamped
+        # the start; both are database times (docs/costs.md).
+        self.queue_seconds = max((started - job.created_at).total_seconds(), 0.0)
+
+    def metering(self) -> dict[str, Any]:
+        """This attempt's figures, closing the meter."""
+        return _job_metering(self.meter, self.queue_seconds)
+
+    async def finish(self, to: str, **values: Any) -> bool:
+        """Move to a terminal state with the charge; False if another process finished it."""
+        m = self.metering()
+        done: bool = await _db(_finish_tx, self.ctx, self.job, to, m, values)
+        observe_attempt(self.job.template, m)
+        return done
+
+    async def settle_as_is(self) -> str:
+        """The job was finished elsewhere (cancel, timeout): charge what this attempt used."""
+        m = self.metering()
+        await _db(_settle_tx, self.ctx, self.job, m)
+        observe_attempt(self.job.template, m)
+        return await _db(_status, self.ctx.db, self.job.id) or CANCELLED
+
+    async def fail(self, err: JobFailure) -> str:
+        """Fail the job with a problem body; platform faults are charged to the platform."""
+        body = problem_of(err)
+        body["platform_fault"] = err.platform_fault
+        if await self.finish(FAILED, error=body, finished_at=utcnow()):
+            await _notify(self.ctx, self.job.id, FAILED)
+            return FAILED
+        return await _db(_status, self.ctx.db, self.job.id) or FAILED
+
+    async def retry_or_fail(self, err: JobFailure) -> str:
+        """An engine fault is retried once on a fresh engine; the second time the job fails."""
+        fresh: Job | None = await _db(_load, self.ctx.db, self.job.id)
+        if fresh is not None and fresh.attempts < MAX_ATTEMPTS:
+            m = self.metering()
+            if await _db(_requeue_tx, self.ctx, self.job, m):
+                observe_attempt(self.job.template, m)
+                log.warning("job %s re-queued after engine fault: %s", self.job.id, err.detail)
+                if self.ctx.on_engine_down is not None:
+                    await self.ctx.on_engine_down()
+                return QUEUED
+        return await self.fail(err)
 
 
 async def _heartbeat(
@@ -154,7 +279,8 @@ async def _heartbeat(
             log.warning("heartbeat for %s failed", job_id, exc_info=True)
 
 
-async def _engine_ready(ctx: WorkerContext) -> bool:
+async def _engine_ready(run: _Attempt) -> bool:
+    ctx = run.ctx
     try:
         await ctx.comfy.system_stats()
         return True
@@ -162,26 +288,33 @@ async def _engine_ready(ctx: WorkerContext) -> bool:
         pass
     if ctx.on_engine_down is None:
         return False
-    return await ctx.on_engine_down()
+    t0 = time.monotonic()
+    try:
+        return await ctx.on_engine_down()
+    finally:
+        # A (re)start this job waited for is part of its cold start.
+        run.meter.engine_start_seconds += time.monotonic() - t0
 
 
-async def _run(ctx: WorkerContext, job: Job, t: Template, cancel: asyncio.Event, t0: float) -> str:
-    if not await _engine_ready(ctx):
-        return await _retry_or_fail(
-            ctx, job, EngineUnavailable("ComfyUI did not answer its health check")
-        )
+async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
+    ctx, job, meter = run.ctx, run.job, run.meter
+    if not await _engine_ready(run):
+        return await run.retry_or_fail(EngineUnavailable("ComfyUI did not answer its health check"))
 
+    in_t0 = time.monotonic()
     try:
         for rec in (job.inputs or {}).values():
             data = await asyncio.to_thread(ctx.storage.get, rec["key"])
             await ctx.comfy.upload_image(data, rec["comfy_name"])
     except ComfyUnavailable as e:
-        return await _retry_or_fail(ctx, job, EngineUnavailable(f"uploading inputs failed: {e}"))
+        return await run.retry_or_fail(EngineUnavailable(f"uploading inputs failed: {e}"))
+    meter.input_upload_seconds = time.monotonic() - in_t0
 
     last = 0.0
 
     async def on_progress(ev: Any) -> None:
         nonlocal last
+        meter.on_event(ev)
         now = time.monotonic()
         value, maximum = getattr(ev, "value", 0), getattr(ev, "max", 0)
         if not maximum or now - last < ctx.progress_min_interval_s:
@@ -190,7 +323,7 @@ async def _run(ctx: WorkerContext, job: Job, t: Template, cancel: asyncio.Event,
         frac = min(0.99, float(value) / float(maximum))
         await _db(_set, ctx.db, job.id, RUNNING, progress=frac)
 
-    run_t0 = time.monotonic()
+    meter.submitted_at = time.monotonic()
     try:
         result = await ctx.comfy.run(
             job.graph,
@@ -200,34 +333,35 @@ async def _run(ctx: WorkerContext, job: Job, t: Template, cancel: asyncio.Event,
             cancel=cancel,
         )
     except ComfyInterrupted:
-        if await _db(_status, ctx.db, job.id) == CANCELLED:
-            await _db(_merge_metering, ctx.db, job.id, {"run_seconds": time.monotonic() - run_t0})
-            return CANCELLED
-        return await _fail(ctx, job, JobTimedOut("the job was interrupted"))
+        if await _db(_status, ctx.db, job.id) == RUNNING:
+            return await run.fail(JobTimedOut("the job was interrupted"))
+        # Cancelled, or timed out by the supervisor: charge what it used.
+        return await run.settle_as_is()
     except ComfyTimeout:
-        return await _fail(
-            ctx, job, JobTimedOut(f"the job ran past its limit of {t.limits.max_run_seconds} s")
+        return await run.fail(
+            JobTimedOut(f"the job ran past its limit of {t.limits.max_run_seconds} s")
         )
     except ComfyValidationError as e:
         fields = node_errors_to_fields(t, ctx.graphs.bindings(t), e.node_errors)
-        return await _fail(
-            ctx, job, ExecutionFailed(f"ComfyUI refused the graph: {e}", extra={"errors": fields})
+        return await run.fail(
+            ExecutionFailed(f"ComfyUI refused the graph: {e}", extra={"errors": fields})
         )
     except ComfyExecutionError as e:
-        return await _fail(
-            ctx, job, ExecutionFailed(f"node {e.node_id} ({e.node_type}) failed: {e.message}")
+        return await run.fail(
+            ExecutionFailed(f"node {e.node_id} ({e.node_type}) failed: {e.message}")
         )
     except ComfyUnavailable as e:
-        return await _retry_or_fail(ctx, job, EngineUnavailable(f"ComfyUI went away mid-job: {e}"))
+        return await run.retry_or_fail(EngineUnavailable(f"ComfyUI went away mid-job: {e}"))
 
+    # The client's stamps bracket the prompt even when it fell back to polling.
+    meter.submitted_at = result.queued_at
+    meter.ran(result.started, result.finished)
     await _db(_set, ctx.db, job.id, RUNNING, comfy_prompt_id=result.prompt_id)
     if cancel.is_set():
-        return CANCELLED
+        return await run.settle_as_is()
     refs = result.outputs
     if len(refs) > t.limits.max_outputs:
-        return await _fail(
-            ctx,
-            job,
+        return await run.fail(
             ExecutionFailed(
                 f"the graph made {len(refs)} outputs; the limit is {t.limits.max_outputs}"
             ),
@@ -246,19 +380,9 @@ async def _run(ctx: WorkerContext, job: Job, t: Template, cancel: asyncio.Event,
             )
     except ComfyUnavailable as e:
         await _drop_outputs(ctx, outputs)
-        return await _retry_or_fail(ctx, job, EngineUnavailable(f"fetching outputs failed: {e}"))
-    upload_s = time.monotonic() - up_t0
-    metering = {
-        "execution_seconds": result.execution_seconds,
-        "run_seconds": time.monotonic() - run_t0,
-        "upload_seconds": upload_s,
-        "worker_seconds": time.monotonic() - t0,
-    }
-    done = await _db(
-        _cas,
-        ctx.db,
-        job.id,
-        [RUNNING],
+        return await run.retry_or_fail(EngineUnavailable(f"fetching outputs failed: {e}"))
+    meter.upload_seconds = time.monotonic() - up_t0
+    done = await run.finish(
         SUCCEEDED,
         outputs=outputs,
         progress=1.0,
@@ -269,9 +393,7 @@ async def _run(ctx: WorkerContext, job: Job, t: Template, cancel: asyncio.Event,
     if not done:
         # Cancelled (or timed out by the supervisor) while we finished: keep nothing.
         await _drop_outputs(ctx, outputs)
-        await _db(_merge_metering, ctx.db, job.id, metering)
         return await _db(_status, ctx.db, job.id) or CANCELLED
-    await _db(_merge_metering, ctx.db, job.id, metering)
     await _notify(ctx, job.id, SUCCEEDED)
     return SUCCEEDED
 
@@ -286,26 +408,3 @@ async def _notify(ctx: WorkerContext, job_id: str, status: str) -> None:
         r = hook(job_id, status)
         if r is not None:
             await r
-
-
-async def _fail(ctx: WorkerContext, job: Job, err: JobFailure) -> str:
-    body = problem_of(err)
-    body["platform_fault"] = err.platform_fault
-    if await _db(_cas, ctx.db, job.id, [RUNNING], FAILED, error=body, finished_at=utcnow()):
-        await _notify(ctx, job.id, FAILED)
-        return FAILED
-    return await _db(_status, ctx.db, job.id) or FAILED
-
-
-async def _retry_or_fail(ctx: WorkerContext, job: Job, err: JobFailure) -> str:
-    """An engine fault is retried once on a fresh engine; the second time the job fails."""
-    fresh: Job | None = await _db(_load, ctx.db, job.id)
-    if fresh is not None and fresh.attempts < MAX_ATTEMPTS:
-        if await _db(
-            _cas, ctx.db, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
-        ):
-            log.warning("job %s re-queued after engine fault: %s", job.id, err.detail)
-            if ctx.on_engine_down is not None:
-                await ctx.on_engine_down()
-            return QUEUED
-    return await _fail(ctx, job, err)

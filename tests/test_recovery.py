@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from api.app import create_app
 from api.settings import Settings
 from engine.catalog import load_catalog
 from engine.render import TemplateGraphs, example_params
-from engine.store import RUNNING, Database, Job, create_key, new_id, utcnow
+from engine.store import RUNNING, Database, Job, LedgerEntry, create_key, new_id, utcnow
 from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy
@@ -79,6 +81,17 @@ def test_jobs_orphaned_by_a_dead_process_are_recovered(
         lost = wait_for(client, h, give_up)
         assert lost["status"] == "failed"
         assert lost["error"]["type"].endswith("/worker_lost")
+        # The vanished workers' time is platform cost; the tenant pays only the attempt that ran.
+        assert lost["cost"]["charged_to"] == "platform" and lost["cost"]["usd"] == "0.000000"
+        assert job["cost"]["charged_to"] == "tenant"
+        with client.app.state.services.db.session() as s:  # type: ignore[attr-defined]
+            rows = s.scalars(select(LedgerEntry).where(LedgerEntry.job_id.in_([retry, give_up])))
+            got = sorted((r.job_id == retry, r.attempt, r.payer, r.outcome) for r in rows)
+        assert got == [
+            (False, 2, "platform", "failed"),
+            (True, 1, "platform", "retried"),
+            (True, 2, "tenant", "succeeded"),
+        ]
 
 
 def test_comfyui_killed_mid_job_is_restarted_and_the_job_retried(
@@ -105,5 +118,22 @@ def test_comfyui_killed_mid_job_is_restarted_and_the_job_retried(
         with services.db.session() as s:
             row = s.get(Job, job_id)
             assert row is not None and row.attempts == 2
+            first = s.scalar(
+                select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.attempt == 1)
+            )
+            assert first is not None and (first.payer, first.outcome) == ("platform", "retried")
+        if job["status"] == "succeeded":
+            # The retry ran on a fresh ComfyUI: it loaded the model again, a cold start.
+            assert job["metering"]["cold_start"] is True
+            assert job["metering"]["cold_start_seconds"] > 0
+            assert job["cost"]["charged_to"] == "tenant"
+        scrape = client.get("/metrics").text
+        restarts = next(
+            s.value
+            for fam in text_string_to_metric_families(scrape)
+            for s in fam.samples
+            if s.name == "stencil_comfyui_restarts_total"
+        )
+        assert restarts >= 1
         nxt = client.post("/v1/txt2img", json=SMALL, headers=h).json()["id"]
         assert wait_for(client, h, nxt)["status"] == "succeeded"

@@ -90,6 +90,40 @@ def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
             run_seconds=_secs(job.started_at, job.finished_at),
             total_seconds=_secs(job.created_at, job.finished_at),
         ),
+        metering=_metering_view(job.metering),
+        cost=_cost_view(job.cost),
+    )
+
+
+def _metering_view(m: dict[str, Any] | None) -> schemas.Metering | None:
+    if not m or "billable_seconds" not in m:
+        return None
+
+    def r(key: str) -> float:
+        return round(float(m.get(key) or 0.0), 3)
+
+    return schemas.Metering(
+        queue_seconds=r("queue_seconds"),
+        cold_start=bool(m.get("cold_start", False)),
+        cold_start_seconds=r("cold_start_seconds"),
+        execution_seconds=r("execution_seconds"),
+        upload_seconds=r("upload_seconds"),
+        billable_seconds=r("billable_seconds"),
+    )
+
+
+def _cost_view(c: dict[str, Any] | None) -> schemas.Cost | None:
+    # Shown exactly as settled: the rate stored with the charge, never today's price.
+    if not c:
+        return None
+    return schemas.Cost(
+        gpu_class=c["gpu_class"],
+        gpu_type=c["gpu_type"],
+        billable_seconds=float(c["billable_seconds"]),
+        usd=c["usd"],
+        rate=c["rate"],
+        charged_to=c["charged_to"],
+        platform_usd=c["platform_usd"],
     )
 
 
@@ -128,6 +162,7 @@ def _add_template_route(
             **PROBLEMS,
             413: {"model": schemas.Problem, "description": "Body too large."},
             415: {"model": schemas.Problem, "description": "Unsupported content type."},
+            402: {"model": schemas.Problem, "description": "The monthly budget is spent."},
             429: {"model": schemas.Problem, "description": "Over the active-job quota."},
         },
         openapi_extra={"requestBody": {"required": True, "content": content}},

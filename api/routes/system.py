@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import schemas
 from api.deps import ServicesDep
-from engine.errors import NotFound, ServiceUnavailable
+from engine.errors import NotFound, ServiceUnavailable, Unauthorized
 from engine.storage import LocalStorage, StorageError
 
 router = APIRouter(tags=["system"])
+_metrics_bearer = HTTPBearer(auto_error=False, description="The metrics token, when one is set.")
 
 
 @router.get("/health", response_model=schemas.Health, name="health")
@@ -69,3 +73,27 @@ async def download_file(
         raise NotFound("This file no longer exists.") from None
     ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
     return Response(data, media_type=ctype, headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get(
+    "/metrics",
+    name="metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."},
+        401: {"model": schemas.Problem, "description": "A metrics token is set and not sent."},
+    },
+)
+async def metrics(
+    services: ServicesDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics_bearer)],
+) -> Response:
+    """Prometheus metrics: jobs, GPU seconds and USD by template (from the database), timings."""
+    token = services.settings.metrics_token
+    if token and (creds is None or not hmac.compare_digest(creds.credentials, token)):
+        raise Unauthorized(
+            "Send the metrics token as `Authorization: Bearer <token>`.",
+            headers={"WWW-Authenticate": 'Bearer realm="stencil-metrics"'},
+        )
+    body = await asyncio.to_thread(generate_latest, services.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

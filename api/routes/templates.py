@@ -1,6 +1,8 @@
-"""Template routes: what can be called, with params as JSON Schema."""
+"""Template routes: what can be called, with params as JSON Schema and measured estimates."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter
 
@@ -9,12 +11,30 @@ from api.deps import PrincipalDep, ServicesDep
 from api.services import Services
 from engine.catalog import Template
 from engine.errors import NotFound
+from engine.pricing import rate_for
+from engine.usage import estimate
 
 router = APIRouter(prefix="/v1", tags=["templates"])
 
 
+def estimate_view(services: Services, t: Template) -> schemas.Estimate:
+    """p50/p95 cost and run time of the template's recent succeeded jobs, or no data yet."""
+    with services.db.session() as s:
+        e = estimate(s, t.name, t.major)
+    return schemas.Estimate(
+        sample_size=e.sample_size,
+        note=f"measured over the last {e.sample_size} succeeded jobs"
+        if e.sample_size
+        else "no data yet",
+        usd_p50=str(e.usd_p50) if e.usd_p50 is not None else None,
+        usd_p95=str(e.usd_p95) if e.usd_p95 is not None else None,
+        run_seconds_p50=float(e.run_seconds_p50) if e.run_seconds_p50 is not None else None,
+        run_seconds_p95=float(e.run_seconds_p95) if e.run_seconds_p95 is not None else None,
+    )
+
+
 def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
-    """A template as the API shows it."""
+    """A template as the API shows it (reads the ledger: call it off the event loop)."""
     gpu = services.catalog.gpu_classes[t.gpu_class]
     model = services.request_models[(t.name, t.major)]
     return schemas.TemplateInfo(
@@ -25,17 +45,20 @@ def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
         route=f"/v{t.major}/{t.name}",
         gpu_class=t.gpu_class,
         gpu=gpu.gpu,
-        usd_per_second=str(gpu.usd_per_second),
+        usd_per_second=str(rate_for(services.catalog, t.gpu_class).usd_per_second),
+        estimate=estimate_view(services, t),
         params=model.model_json_schema(),
     )
 
 
 @router.get("/templates", response_model=schemas.TemplateList, name="list_templates")
 async def list_templates(_: PrincipalDep, services: ServicesDep) -> schemas.TemplateList:
-    """Every template this API serves."""
-    return schemas.TemplateList(
-        data=[template_info(services, t) for t in services.catalog.templates]
-    )
+    """Every template this API serves, with measured cost and run-time estimates."""
+
+    def load() -> list[schemas.TemplateInfo]:
+        return [template_info(services, t) for t in services.catalog.templates]
+
+    return schemas.TemplateList(data=await asyncio.to_thread(load))
 
 
 @router.get(
@@ -49,4 +72,4 @@ async def get_template(name: str, _: PrincipalDep, services: ServicesDep) -> sch
     t = services.catalog.get(name)
     if t is None:
         raise NotFound(f"No template {name}.")
-    return template_info(services, t)
+    return await asyncio.to_thread(template_info, services, t)
