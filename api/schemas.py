@@ -64,6 +64,9 @@ class Job(BaseModel):
     started_at: datetime | None = Field(description="When a worker started it.")
     finished_at: datetime | None = Field(description="When it reached a terminal state.")
     timings: Timings = Field(description="Queue, run and total seconds.")
+    webhook_url: str | None = Field(
+        default=None, description="Where the signed terminal-state webhook goes, if anywhere."
+    )
 
 
 class JobList(BaseModel):

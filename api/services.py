@@ -11,6 +11,7 @@ from api.settings import Settings
 from engine.catalog import Catalog, load_catalog
 from engine.comfy import ComfyClient
 from engine.comfy.process import ComfyProcess
+from engine.fetch import UrlGuard, parse_allow, parse_ports
 from engine.params import build_request_model
 from engine.render import TemplateGraphs
 from engine.runners.base import Runner
@@ -32,6 +33,7 @@ class Services:
     db: Database
     storage: Storage
     request_models: dict[tuple[str, int], Any]
+    guard: UrlGuard
     runner: Runner | None = None
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class Services:
             db=Database(settings.db_url),
             storage=make_storage(settings),
             request_models=models,
+            guard=make_guard(settings),
         )
 
     async def start(self, runner: Runner | None = None) -> None:
@@ -132,6 +135,20 @@ def _installed_version(s: Settings) -> str | None:
         return comfyui_version(s.comfyui_dir)
     except Exception:
         return None
+
+
+def make_guard(s: Settings, resolver: Any = None) -> UrlGuard:
+    """The URL guard the settings describe (a resolver may be injected for tests)."""
+    return UrlGuard(
+        allow_http=s.url_allow_http,
+        ports=parse_ports(s.url_ports),
+        allow=parse_allow(s.url_allow),
+        resolver=resolver,
+        max_redirects=s.url_max_redirects,
+        connect_timeout_s=s.url_connect_timeout_s,
+        read_timeout_s=s.url_read_timeout_s,
+        total_timeout_s=s.url_total_timeout_s,
+    )
 
 
 def make_storage(s: Settings) -> Storage:

@@ -90,6 +90,7 @@ def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
             run_seconds=_secs(job.started_at, job.finished_at),
             total_seconds=_secs(job.created_at, job.finished_at),
         ),
+        webhook_url=job.webhook_url,
     )
 
 
