@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
 from api.services import Services
+from engine import idempotency as idem
 from engine.catalog import Template
 from engine.errors import BadRequest, InvalidMedia, InvalidParams, UnsupportedMediaType
 from engine.media import CheckedImage, check_image, decode_data_url, is_url
@@ -166,12 +169,41 @@ async def _check_quota(services: Services, tenant_id: str, quota: int) -> None:
         )
 
 
+def _request_fingerprint(route: str, values: dict[str, Any], body: Body) -> str:
+    images = {k: hashlib.sha256(v).hexdigest() for k, v in body.images.items()}
+    return idem.fingerprint(route, {"values": values, "images": images, "urls": body.urls})
+
+
+def _replayed_job(services: Services, principal: Principal, key: str, fp: str) -> Job | None:
+    ttl = services.settings.idempotency_ttl_s
+    with services.db.session() as s:
+        rec = idem.check(idem.find(s, principal.tenant_id, key, ttl), fp)
+        if rec is None or rec.job_id is None:
+            return None
+        return s.get(Job, rec.job_id)
+
+
 async def submit(
-    services: Services, t: Template, model: type[BaseModel], principal: Principal, request: Request
-) -> Job:
-    """Validate, check limits and media, render, store, and hand the job to the runner."""
+    services: Services,
+    t: Template,
+    model: type[BaseModel],
+    principal: Principal,
+    request: Request,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate, check limits and media, render, store, and hand the job to the runner.
+
+    Returns the job and whether it is a replay of an earlier request with the same
+    Idempotency-Key (then nothing new was stored).
+    """
     body = await read_body(request, t)
     values = validate_params(model, body.data)
+    route = f"POST /v{t.major}/{t.name}"
+    fp = _request_fingerprint(route, values, body) if idempotency_key else ""
+    if idempotency_key:
+        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+        if earlier is not None:
+            return earlier, True
     webhook_url = values.pop("webhook_url", None)
     if webhook_url:
         await check_webhook_url(services, webhook_url)
@@ -225,9 +257,29 @@ async def submit(
 
     def store() -> Job:
         with services.db.session() as s:
+            if idempotency_key:
+                # First, so a concurrent twin fails here (unique index) before any quota check.
+                idem.remember(
+                    s,
+                    principal.tenant_id,
+                    idempotency_key,
+                    fp,
+                    route,
+                    services.settings.idempotency_ttl_s,
+                    job_id=job.id,
+                )
             return insert_job(s, job, quota)
 
-    stored = await asyncio.to_thread(store)
+    try:
+        stored = await asyncio.to_thread(store)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent request with the same key won; answer with its job.
+        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+        if earlier is None:
+            raise
+        return earlier, True
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:
@@ -238,4 +290,4 @@ async def submit(
 
             await asyncio.to_thread(save_call)
             stored.call_id = call_id
-    return stored
+    return stored, False
