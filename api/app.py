@@ -66,6 +66,7 @@ def create_app(
     app.state.services = services
     problems.install(app)
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(problems.RateLimitHeaders)
     app.include_router(system.router)
     app.include_router(templates.router)
     jobs.add_template_routes(app, services)

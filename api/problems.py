@@ -138,3 +138,29 @@ class BodyLimit:
             instance=scope.get("path"),
         )
         await problem_response(body)(scope, receive, send)
+
+
+class RateLimitHeaders:
+    """Adds the RateLimit-* headers a request's rate-limit check left, to whatever answers it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def with_headers(msg: Message) -> None:
+            extra = state.get("rate_limit_headers")
+            if msg["type"] == "http.response.start" and extra:
+                have = {k.lower() for k, _ in msg.get("headers", [])}
+                msg["headers"] = list(msg.get("headers", [])) + [
+                    (k.lower().encode(), v.encode())
+                    for k, v in extra.items()
+                    if k.lower().encode() not in have
+                ]
+            await send(msg)
+
+        await self.app(scope, receive, with_headers)

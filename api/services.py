@@ -13,6 +13,7 @@ from engine.comfy import ComfyClient
 from engine.comfy.process import ComfyProcess
 from engine.fetch import UrlGuard, parse_allow, parse_ports
 from engine.params import build_request_model
+from engine.ratelimit import RateLimiter
 from engine.render import TemplateGraphs
 from engine.runners.base import Runner
 from engine.runners.local import LocalRunner, worker_id
@@ -34,6 +35,7 @@ class Services:
     storage: Storage
     request_models: dict[tuple[str, int], Any]
     guard: UrlGuard
+    rate_limiter: RateLimiter
     runner: Runner | None = None
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -44,14 +46,16 @@ class Services:
         catalog = load_catalog(settings.catalog)
         graphs = TemplateGraphs(catalog)
         models = {(t.name, t.major): build_request_model(t) for t in catalog.templates}
+        db = Database(settings.db_url)
         return cls(
             settings=settings,
             catalog=catalog,
             graphs=graphs,
-            db=Database(settings.db_url),
+            db=db,
             storage=make_storage(settings),
             request_models=models,
             guard=make_guard(settings),
+            rate_limiter=RateLimiter.build(db, settings.redis_url),
         )
 
     async def start(self, runner: Runner | None = None) -> None:

@@ -322,6 +322,17 @@ def create_key(
     return token, key
 
 
+def set_tenant_rate_limits(
+    s: Session, tenant_name: str, write: str | None, read: str | None
+) -> Tenant:
+    """Set (or with None, clear back to the defaults) a tenant's rate limits."""
+    tenant = ensure_tenant(s, tenant_name)
+    tenant.rate_limit_write = write
+    tenant.rate_limit_read = read
+    s.flush()
+    return tenant
+
+
 def list_keys(s: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, Tenant]]:
     """Keys with their tenants, newest first."""
     q = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)

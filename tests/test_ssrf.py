@@ -86,6 +86,7 @@ def client(
         url_allow=f"127.0.0.1:{good.port}",
         url_read_timeout_s=1.0,
         webhook_dispatch=False,
+        rate_limit_write="1000/minute",
     )
     app = create_app(settings, start_engine=False)
     app.state.services.guard = make_guard(settings, resolver=fake_resolver(NAMES))
