@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from api import problems
-from api.routes import jobs, system, templates
+from api.routes import jobs, system, templates, webhooks
 from api.services import Services
 from api.settings import Settings
 from engine.params import model_name
@@ -47,6 +47,7 @@ def create_app(
             import asyncio
 
             await asyncio.to_thread(services.db.migrate)
+        await services.start_dispatcher()
         try:
             yield
         finally:
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(templates.router)
     jobs.add_template_routes(app, services)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

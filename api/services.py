@@ -19,6 +19,7 @@ from engine.runners.base import Runner
 from engine.runners.local import LocalRunner, worker_id
 from engine.storage import LocalStorage, S3Storage, Storage
 from engine.store import Database
+from engine.webhooks import DispatchConfig, Dispatcher
 from engine.worker import WorkerContext
 
 log = logging.getLogger("stencil.services")
@@ -37,6 +38,7 @@ class Services:
     guard: UrlGuard
     rate_limiter: RateLimiter
     runner: Runner | None = None
+    dispatcher: Dispatcher | None = None
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,26 @@ class Services:
         else:
             self.runner = await self._local_runner()
         await self.runner.start()
+
+    async def start_dispatcher(self) -> None:
+        """Start delivering webhooks from the outbox (when this process is to)."""
+        s = self.settings
+        if not s.webhook_dispatch:
+            return
+        self.dispatcher = Dispatcher(
+            self.db,
+            self.guard,
+            DispatchConfig(
+                concurrency=s.webhook_concurrency,
+                per_host=s.webhook_per_host_concurrency,
+                timeout_s=s.webhook_timeout_s,
+                poll_interval_s=s.webhook_poll_interval_s,
+                backoff_base_s=s.webhook_backoff_base_s,
+                backoff_max_s=s.webhook_backoff_max_s,
+                retry_window_s=s.webhook_retry_window_s,
+            ),
+        )
+        await self.dispatcher.start()
 
     async def _local_runner(self) -> LocalRunner:
         s = self.settings
@@ -121,7 +143,10 @@ class Services:
         )
 
     async def stop(self) -> None:
-        """Stop the runner and the ComfyUI subprocess."""
+        """Stop the dispatcher, the runner and the ComfyUI subprocess."""
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.runner is not None:
             await self.runner.stop()
         task = self.extra.pop("comfy_supervisor", None)

@@ -143,11 +143,12 @@ class UrlGuard:
         answers = list(self._base_resolver(host, port, *args, **kw))
         for answer in answers:
             ip = ipaddress.ip_address(str(answer[4][0]).split("%")[0])
-            for e in self.allow:
-                if ip.version == e.network.version and ip in e.network and port != e.port:
-                    raise BlockedAddressError(
-                        str(ip), f"{e.network} is allowlisted on port {e.port} only, not {port}"
-                    )
+            entries = [e for e in self.allow if ip.version == e.network.version and ip in e.network]
+            if entries and all(e.port != port for e in entries):
+                ports = ", ".join(str(e.port) for e in entries)
+                raise BlockedAddressError(
+                    str(ip), f"{ip} is allowlisted on port {ports} only, not {port}"
+                )
         return answers
 
     def check_syntax(self, url: str) -> None:
