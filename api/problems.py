@@ -38,7 +38,10 @@ def install(app: FastAPI) -> None:
     async def _stencil(request: Request, e: StencilError) -> JSONResponse:
         if e.status >= 500:
             log.error("%s on %s: %s", e.type, request.url.path, e.detail)
-        return problem_response(problem_of(e, request.url.path), e.headers)
+        headers = dict(e.headers)
+        if e.status == 503:
+            headers.setdefault("Retry-After", "5")  # a 503 always says when to come back
+        return problem_response(problem_of(e, request.url.path), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
