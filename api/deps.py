@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.services import Services
-from engine.errors import RateLimited, Unauthorized
+from engine.errors import InvalidParams, RateLimited, Unauthorized
 from engine.store import Principal, resolve_key
 
 log = logging.getLogger("stencil.api")
@@ -96,3 +96,22 @@ IdempotencyKeyHeader = Annotated[
         ),
     ),
 ]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is a 422, not silently ignored (`?limt=5`)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    todo = [dependant]
+    while todo:
+        d = todo.pop()
+        known |= {p.alias for p in d.query_params}
+        todo.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidParams(
+            [{"field": k or "(empty name)", "message": "unknown query parameter"} for k in unknown]
+        )

@@ -60,6 +60,17 @@ def install(app: FastAPI) -> None:
         )
         return problem_response(body)
 
+    def allowed_methods(path: str) -> list[str]:
+        """Every method some route serves on this path (Starlette's 405 names only one route's)."""
+        from starlette.routing import Match, Route
+
+        methods: set[str] = set()
+        scope = {"type": "http", "path": path, "method": "GET"}
+        for route in app.routes:
+            if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+                methods |= set(route.methods or ())
+        return sorted(methods)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
@@ -70,7 +81,10 @@ def install(app: FastAPI) -> None:
             str(e.detail) if e.status_code < 500 else "The server failed.",
             instance=request.url.path,
         )
-        return problem_response(body, dict(e.headers or {}))
+        headers = dict(e.headers or {})
+        if e.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+        return problem_response(body, headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -31,6 +31,7 @@ class Body:
         self.data: dict[str, Any] = {}
         self.images: dict[str, bytes] = {}
         self.urls: dict[str, str] = {}
+        self.is_json = False
 
     def image_value(self, t: Template, name: str, value: str) -> None:
         """A string image param: a URL to fetch later, or a data URL decoded now."""
@@ -54,6 +55,7 @@ async def read_body(request: Request, t: Template) -> Body:
         if not isinstance(data, dict):
             raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
         body.data = data
+        body.is_json = True
         for name in t.image_params:
             value = data.get(name)
             if isinstance(value, str):
@@ -197,7 +199,7 @@ async def submit(
     Idempotency-Key (then nothing new was stored).
     """
     body = await read_body(request, t)
-    values = validate_params(model, body.data)
+    values = validate_params(model, body.data, strict=body.is_json)
     route = f"POST /v{t.major}/{t.name}"
     fp = _request_fingerprint(route, values, body) if idempotency_key else ""
     if idempotency_key:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from enum import Enum
 from typing import Annotated, Any
@@ -93,12 +94,19 @@ def validation_errors(e: ValidationError, prefix: tuple[str, ...] = ()) -> list[
     return out
 
 
-def validate_params(model: type[BaseModel], data: Any) -> dict[str, Any]:
-    """Validate a request body; raise InvalidParams naming each bad field."""
+def validate_params(model: type[BaseModel], data: Any, *, strict: bool = False) -> dict[str, Any]:
+    """Validate a request body; raise InvalidParams naming each bad field.
+
+    JSON bodies are validated strictly (`false` is not a seed, `"7"` is not a number); form
+    fields arrive as text, so multipart bodies are converted the lax way.
+    """
     if not isinstance(data, dict):
         raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
     try:
-        obj = model.model_validate(data)
+        if strict:
+            obj = model.model_validate_json(json.dumps(data), strict=True)
+        else:
+            obj = model.model_validate(data)
     except ValidationError as e:
         raise InvalidParams(validation_errors(e)) from None
     return obj.model_dump(mode="json")

@@ -155,7 +155,12 @@ async def read_job(
     return job_view(job, services, str(request.base_url))
 
 
-@router.get("/jobs", response_model=schemas.JobList, name="list_jobs", responses=PROBLEMS)
+@router.get(
+    "/jobs",
+    response_model=schemas.JobList,
+    name="list_jobs",
+    responses={**PROBLEMS, 400: {"model": schemas.Problem, "description": "A bad cursor."}},
+)
 async def list_my_jobs(
     request: Request,
     principal: PrincipalDep,

@@ -47,6 +47,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
     return preexec
 
+
 # Sub-folders of models_dir mapped into ComfyUI's model search paths.
 MODEL_FOLDERS: tuple[str, ...] = ("checkpoints", "vae", "loras", "upscale_models", "embeddings")
 
