@@ -157,6 +157,8 @@ def _attacks(p: int) -> list[str]:
         "http://240.0.0.1/x.png",
         "http://255.255.255.255/x.png",
         "http://198.18.0.1/x.png",
+        "http://192.0.2.1/x.png",
+        "http://[2001:db8::1]/x.png",
         # schemes and credentials
         f"ftp://127.0.0.1:{p}/x.png",
         "file:///etc/passwd",
