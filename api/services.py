@@ -134,6 +134,8 @@ class Services:
             worker_id=worker_id(),
             on_engine_down=on_engine_down,
             comfy_version=version or _installed_version(s),
+            # Beat well inside the timeout, or a short timeout would fail healthy jobs.
+            heartbeat_s=min(5.0, s.heartbeat_timeout_s / 3),
         )
         return LocalRunner(
             ctx,
