@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from api import problems
-from api.routes import jobs, system, templates, usage
+from api.deps import reject_unknown_query
+from api.routes import jobs, system, templates, usage, webhooks
 from api.services import Services
 from api.settings import Settings
 from engine.params import model_name
@@ -24,6 +25,38 @@ API_VERSION = "1.0.0"
 def operation_id(route: APIRoute) -> str:
     """Stable, readable operationIds: the route's name (`run_txt2img_v1`, `get_job`)."""
     return route.name
+
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def document_problems(schema: dict[str, Any]) -> None:
+    """Every error answer, documented as what it is: an RFC 9457 problem.
+
+    FastAPI documents error models as `application/json` and knows nothing of the 401, 429 and
+    503 that dependencies and handlers can answer; SDKs and schemathesis need all of them.
+    """
+    for path, item in schema["paths"].items():
+        for op in item.values():
+            responses = op.setdefault("responses", {})
+            defaults: dict[str, str] = {}
+            if path != "/health":
+                defaults["503"] = "The job store is unavailable; retry after `Retry-After`."
+            if op.get("security"):
+                defaults["401"] = "Missing or invalid API key."
+                defaults["429"] = "Over the API key's rate limit; see `Retry-After`."
+            if op.get("parameters") or op.get("requestBody"):
+                defaults["422"] = "Invalid parameters; `errors` names each field."
+            if op.get("requestBody"):
+                defaults["400"] = "The body is not valid JSON."
+            for code, desc in defaults.items():
+                responses.setdefault(code, {"description": desc})
+            for code, resp in responses.items():
+                if int(code) >= 400:
+                    resp["content"] = {"application/problem+json": {"schema": _PROBLEM}}
+    comps = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        comps.pop(unused, None)
 
 
 def create_app(
@@ -49,6 +82,7 @@ def create_app(
             import asyncio
 
             await asyncio.to_thread(services.db.migrate)
+        await services.start_dispatcher()
         try:
             yield
         finally:
@@ -64,15 +98,18 @@ def create_app(
         ),
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.services = services
     problems.install(app)
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(problems.RateLimitHeaders)
     app.include_router(system.router)
     app.include_router(templates.router)
     jobs.add_template_routes(app, services)
     app.include_router(jobs.router)
     app.include_router(usage.router)
+    app.include_router(webhooks.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -90,6 +127,7 @@ def create_app(
         schema["components"]["securitySchemes"] = {
             "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
         }
+        document_problems(schema)
         app.openapi_schema = schema
         return schema
 

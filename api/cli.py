@@ -25,7 +25,7 @@ comfy_app = typer.Typer(help="The local ComfyUI.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files named in the catalog.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost from the ledger.", no_args_is_help=True)
-tenants_app = typer.Typer(help="Tenants and their budgets.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants: budgets and rate limits.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(comfy_app, name="comfyui")
 app.add_typer(models_app, name="models")
@@ -141,6 +141,34 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_...)
             err.print(f"no active key {key_id}")
             raise typer.Exit(1)
     out.print(f"revoked {key_id}")
+
+
+@tenants_app.command("limits")
+def tenants_limits(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    write: Annotated[
+        str | None, typer.Option(help="POST/DELETE limit per key, e.g. 10/minute; omit: default.")
+    ] = None,
+    read: Annotated[
+        str | None, typer.Option(help="Other requests per key, e.g. 600/minute; omit: default.")
+    ] = None,
+) -> None:
+    """Set a tenant's per-key rate limits (the settings' defaults where omitted)."""
+    from limits import parse_many
+
+    from engine.store import set_tenant_rate_limits
+
+    for v in (write, read):
+        if v is not None:
+            try:
+                parse_many(v)
+            except ValueError:
+                err.print(f"not a rate limit: {v!r} (try 60/minute)")
+                raise typer.Exit(2) from None
+    db = _db(Settings())
+    with db.session() as s:
+        set_tenant_rate_limits(s, tenant, write, read)
+    out.print(f"{tenant}: write {write or 'default'}, read {read or 'default'}")
 
 
 @comfy_app.command("install")

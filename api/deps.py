@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.services import Services
-from engine.errors import Forbidden, Unauthorized
+from engine.errors import Forbidden, InvalidParams, RateLimited, Unauthorized
 from engine.store import Principal, resolve_key
 
+log = logging.getLogger("stencil.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
 
@@ -25,10 +28,12 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(
+    request: Request,
     services: ServicesDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from the bearer key; 401 when missing, unknown or revoked."""
+    """The caller, from the bearer key; 401 when missing, unknown or revoked; 429 when the key
+    is over its rate limit."""
     challenge = {"WWW-Authenticate": 'Bearer realm="stencil"'}
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers=challenge)
@@ -41,7 +46,37 @@ async def get_principal(
     principal = await asyncio.to_thread(lookup)
     if principal is None:
         raise Unauthorized("The API key is not valid.", headers=challenge)
+    await rate_limit(request, services, principal)
     return principal
+
+
+async def rate_limit(request: Request, services: Services, principal: Principal) -> None:
+    """Count the request against its key's limit; the headers ride on every response."""
+    write = request.method not in ("GET", "HEAD", "OPTIONS")
+    s = services.settings
+    limit = (
+        (principal.rate_limit_write or s.rate_limit_write)
+        if write
+        else (principal.rate_limit_read or s.rate_limit_read)
+    )
+    kind = "write" if write else "read"
+    try:
+        verdict = await asyncio.to_thread(services.rate_limiter.hit, principal.key_id, kind, limit)
+    except SQLAlchemyError:
+        raise  # the job store is down: a 503 like any other request
+    except Exception as e:
+        # Redis down: serve without the limit rather than refuse everyone; the active-job quota
+        # (in the database) still bounds what a key can start.
+        log.warning("rate limiter unavailable (%s); request allowed", type(e).__name__)
+        return
+    request.state.rate_limit_headers = verdict.headers()
+    if not verdict.allowed:
+        raise RateLimited(
+            f"This API key is over its limit of {limit} for {kind} requests. "
+            f"Retry in {verdict.reset_s} s.",
+            extra={"limit": limit},
+            headers=verdict.headers(),
+        )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -55,3 +90,38 @@ async def get_admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(get_admin)]
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=(
+            "Makes the POST safe to retry: the same key and body within 24 hours returns the "
+            "original result instead of doing the work again; the same key with another body "
+            "is a 422."
+        ),
+    ),
+]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is a 422, not silently ignored (`?limt=5`)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    todo = [dependant]
+    while todo:
+        d = todo.pop()
+        known |= {p.alias for p in d.query_params}
+        todo.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidParams(
+            [{"field": k or "(empty name)", "message": "unknown query parameter"} for k in unknown]
+        )

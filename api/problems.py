@@ -38,7 +38,10 @@ def install(app: FastAPI) -> None:
     async def _stencil(request: Request, e: StencilError) -> JSONResponse:
         if e.status >= 500:
             log.error("%s on %s: %s", e.type, request.url.path, e.detail)
-        return problem_response(problem_of(e, request.url.path), e.headers)
+        headers = dict(e.headers)
+        if e.status == 503:
+            headers.setdefault("Retry-After", "5")  # a 503 always says when to come back
+        return problem_response(problem_of(e, request.url.path), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -57,6 +60,17 @@ def install(app: FastAPI) -> None:
         )
         return problem_response(body)
 
+    def allowed_methods(path: str) -> list[str]:
+        """Every method some route serves on this path (Starlette's 405 names only one route's)."""
+        from starlette.routing import Match, Route
+
+        methods: set[str] = set()
+        scope = {"type": "http", "path": path, "method": "GET"}
+        for route in app.routes:
+            if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+                methods |= set(route.methods or ())
+        return sorted(methods)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
@@ -67,7 +81,10 @@ def install(app: FastAPI) -> None:
             str(e.detail) if e.status_code < 500 else "The server failed.",
             instance=request.url.path,
         )
-        return problem_response(body, dict(e.headers or {}))
+        headers = dict(e.headers or {})
+        if e.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+        return problem_response(body, headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -138,3 +155,29 @@ class BodyLimit:
             instance=scope.get("path"),
         )
         await problem_response(body)(scope, receive, send)
+
+
+class RateLimitHeaders:
+    """Adds the RateLimit-* headers a request's rate-limit check left, to whatever answers it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def with_headers(msg: Message) -> None:
+            extra = state.get("rate_limit_headers")
+            if msg["type"] == "http.response.start" and extra:
+                have = {k.lower() for k, _ in msg.get("headers", [])}
+                msg["headers"] = list(msg.get("headers", [])) + [
+                    (k.lower().encode(), v.encode())
+                    for k, v in extra.items()
+                    if k.lower().encode() not in have
+                ]
+            await send(msg)
+
+        await self.app(scope, receive, with_headers)

@@ -101,6 +101,9 @@ class Job(BaseModel):
         description="Worker-measured seconds of the last attempt; present once it ran."
     )
     cost: Cost | None = Field(description="The priced charge; present once the job is settled.")
+    webhook_url: str | None = Field(
+        default=None, description="Where the signed terminal-state webhook goes, if anywhere."
+    )
 
 
 class JobList(BaseModel):
@@ -192,3 +195,47 @@ class Usage(BaseModel):
     data: list[UsageGroup] = Field(description="One entry per group, sorted by key.")
     total: UsageGroup = Field(description="The sum of all groups (key `total`).")
     budget: BudgetInfo | None = Field(description="The tenant's budget, when it has one.")
+
+
+class WebhookSecret(BaseModel):
+    """The tenant's webhook signing secret (Standard Webhooks)."""
+
+    secret: str = Field(
+        description="The current `whsec_` secret; verify deliveries with any Standard Webhooks "
+        "library."
+    )
+    created_at: datetime = Field(description="When this secret was made.")
+    previous_expires_at: datetime | None = Field(
+        description="Until then deliveries also carry a signature made with the previous "
+        "secret (rotation overlap); null when there is none."
+    )
+
+
+class WebhookAttempt(BaseModel):
+    """One delivery attempt."""
+
+    attempted_at: datetime = Field(description="When the attempt started.")
+    status_code: int | None = Field(description="The receiver's HTTP status; null if none.")
+    error: str | None = Field(description="Why the attempt failed; null when it succeeded.")
+    duration_ms: int = Field(description="How long the attempt took, in milliseconds.")
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook event of a job and every attempt to deliver it."""
+
+    id: str = Field(description="The event id, sent as `webhook-id` (the same on every retry).")
+    type: str = Field(description="Event type: `job.succeeded`, `job.failed`, `job.cancelled`.")
+    url: str = Field(description="Where it is delivered.")
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="pending (retrying), delivered, or failed (retry window closed)."
+    )
+    attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
+    created_at: datetime = Field(description="When the event was written (the state change).")
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due.")
+    delivered_at: datetime | None = Field(description="When the receiver accepted it.")
+
+
+class WebhookDeliveryList(BaseModel):
+    """A job's webhook deliveries."""
+
+    data: list[WebhookDelivery] = Field(description="The job's events, oldest first.")

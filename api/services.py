@@ -13,13 +13,16 @@ from api.settings import Settings
 from engine.catalog import Catalog, load_catalog
 from engine.comfy import ComfyClient
 from engine.comfy.process import ComfyProcess
+from engine.fetch import UrlGuard, parse_allow, parse_ports
 from engine.metrics import registry_for
 from engine.params import build_request_model
+from engine.ratelimit import RateLimiter
 from engine.render import TemplateGraphs
 from engine.runners.base import Runner
 from engine.runners.local import LocalRunner, worker_id
 from engine.storage import LocalStorage, S3Storage, Storage
 from engine.store import Database
+from engine.webhooks import DispatchConfig, Dispatcher
 from engine.worker import WorkerContext
 
 log = logging.getLogger("stencil.services")
@@ -35,7 +38,10 @@ class Services:
     db: Database
     storage: Storage
     request_models: dict[tuple[str, int], Any]
+    guard: UrlGuard
+    rate_limiter: RateLimiter
     runner: Runner | None = None
+    dispatcher: Dispatcher | None = None
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: CollectorRegistry = field(init=False)
@@ -52,13 +58,16 @@ class Services:
         catalog = load_catalog(settings.catalog)
         graphs = TemplateGraphs(catalog)
         models = {(t.name, t.major): build_request_model(t) for t in catalog.templates}
+        db = Database(settings.db_url)
         return cls(
             settings=settings,
             catalog=catalog,
             graphs=graphs,
-            db=Database(settings.db_url),
+            db=db,
             storage=make_storage(settings),
             request_models=models,
+            guard=make_guard(settings),
+            rate_limiter=RateLimiter.build(db, settings.redis_url),
         )
 
     async def start(self, runner: Runner | None = None) -> None:
@@ -73,6 +82,26 @@ class Services:
         else:
             self.runner = await self._local_runner()
         await self.runner.start()
+
+    async def start_dispatcher(self) -> None:
+        """Start delivering webhooks from the outbox (when this process is to)."""
+        s = self.settings
+        if not s.webhook_dispatch:
+            return
+        self.dispatcher = Dispatcher(
+            self.db,
+            self.guard,
+            DispatchConfig(
+                concurrency=s.webhook_concurrency,
+                per_host=s.webhook_per_host_concurrency,
+                timeout_s=s.webhook_timeout_s,
+                poll_interval_s=s.webhook_poll_interval_s,
+                backoff_base_s=s.webhook_backoff_base_s,
+                backoff_max_s=s.webhook_backoff_max_s,
+                retry_window_s=s.webhook_retry_window_s,
+            ),
+        )
+        await self.dispatcher.start()
 
     async def _local_runner(self) -> LocalRunner:
         s = self.settings
@@ -126,7 +155,10 @@ class Services:
         )
 
     async def stop(self) -> None:
-        """Stop the runner and the ComfyUI subprocess."""
+        """Stop the dispatcher, the runner and the ComfyUI subprocess."""
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.runner is not None:
             await self.runner.stop()
         task = self.extra.pop("comfy_supervisor", None)
@@ -144,6 +176,20 @@ def _installed_version(s: Settings) -> str | None:
         return comfyui_version(s.comfyui_dir)
     except Exception:
         return None
+
+
+def make_guard(s: Settings, resolver: Any = None) -> UrlGuard:
+    """The URL guard the settings describe (a resolver may be injected for tests)."""
+    return UrlGuard(
+        allow_http=s.url_allow_http,
+        ports=parse_ports(s.url_ports),
+        allow=parse_allow(s.url_allow),
+        resolver=resolver,
+        max_redirects=s.url_max_redirects,
+        connect_timeout_s=s.url_connect_timeout_s,
+        read_timeout_s=s.url_read_timeout_s,
+        total_timeout_s=s.url_total_timeout_s,
+    )
 
 
 def make_storage(s: Settings) -> Storage:

@@ -83,10 +83,102 @@ class Settings(BaseSettings):
         default=False, description="Deploy: require Modal proxy auth on the API."
     )
 
+    url_allow_http: bool = Field(
+        default=False, description="Also accept `http://` image and webhook URLs (else https only)."
+    )
+    url_ports: str = Field(
+        default="80,443", description="Ports image and webhook URLs may name (comma-separated)."
+    )
+    url_allow: str = Field(
+        default="",
+        description=(
+            "ADDRESS:PORT entries (comma-separated) the URL guard admits although not public; "
+            "for tests and known internal services only. Empty: public addresses only."
+        ),
+    )
+    url_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="URL fetch and webhook: connect timeout."
+    )
+    url_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="URL fetch: timeout between bytes read."
+    )
+    url_total_timeout_s: float = Field(
+        default=30.0, gt=0, description="URL fetch: limit for the whole fetch, redirects included."
+    )
+    url_max_redirects: int = Field(
+        default=3, ge=0, le=5, description="URL fetch: redirects followed, each re-validated."
+    )
+
+    webhook_dispatch: bool = Field(
+        default=True, description="Run the webhook dispatcher in this API process."
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Webhook deliveries in flight per process."
+    )
+    webhook_per_host_concurrency: int = Field(
+        default=2, ge=1, description="Deliveries in flight to one receiver (host and port)."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Limit for one delivery attempt, connect to response."
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the dispatcher looks for due deliveries."
+    )
+    webhook_backoff_base_s: float = Field(
+        default=5.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    webhook_backoff_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts."
+    )
+    webhook_retry_window_s: float = Field(
+        default=86400.0, gt=0, description="How long a delivery is retried before it is failed."
+    )
+    webhook_secret_overlap_s: float = Field(
+        default=86400.0, ge=0, description="How long a rotated-out signing secret still signs."
+    )
+
+    idempotency_ttl_s: int = Field(
+        default=86400, ge=60, description="How long an Idempotency-Key is remembered."
+    )
+    redis_url: str = Field(
+        default="", description="Redis for rate limits (`redis://...`); empty: the database."
+    )
+    rate_limit_write: str = Field(
+        default="60/minute",
+        description="Default POST rate limit per API key (`N/minute`, `N/hour`, ...).",
+    )
+    rate_limit_read: str = Field(
+        default="1200/minute", description="Default rate limit per API key for other requests."
+    )
+
     @field_validator("comfyui_path", "models_dir", mode="before")
     @classmethod
     def _empty_is_default(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("rate_limit_write", "rate_limit_read")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from limits import parse_many
+
+        parse_many(v)  # raises ValueError on a malformed limit
+        return v
+
+    @field_validator("url_ports")
+    @classmethod
+    def _ports(cls, v: str) -> str:
+        from engine.fetch import parse_ports
+
+        parse_ports(v)
+        return v
+
+    @field_validator("url_allow")
+    @classmethod
+    def _allow(cls, v: str) -> str:
+        from engine.fetch import parse_allow
+
+        parse_allow(v)
+        return v
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

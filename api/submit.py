@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
 from api.services import Services
+from engine import idempotency as idem
 from engine.budgets import check_budget
 from engine.catalog import Template
 from engine.errors import BadRequest, InvalidMedia, InvalidParams, UnsupportedMediaType
-from engine.media import CheckedImage, check_image, decode_data_url
+from engine.media import CheckedImage, check_image, decode_data_url, is_url
 from engine.params import resolve_params, validate_params
 from engine.render import GraphError
 from engine.store import QUEUED, Job, Principal, insert_job, new_id, utcnow
@@ -23,10 +26,28 @@ from engine.store import QUEUED, Job, Principal, insert_job, new_id, utcnow
 _IMAGE_PLACEHOLDER = "data:image/png;base64,"
 
 
-async def read_body(request: Request, t: Template) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The request's fields and raw image bytes, from JSON or multipart/form-data."""
+class Body:
+    """A parsed request: fields, uploaded image bytes, and image URLs still to fetch."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.images: dict[str, bytes] = {}
+        self.urls: dict[str, str] = {}
+        self.is_json = False
+
+    def image_value(self, t: Template, name: str, value: str) -> None:
+        """A string image param: a URL to fetch later, or a data URL decoded now."""
+        if is_url(value):
+            self.urls[name] = value
+        else:
+            self.images[name] = decode_data_url(name, value, t.params[name].max_bytes or 10_485_760)
+        self.data[name] = _IMAGE_PLACEHOLDER
+
+
+async def read_body(request: Request, t: Template) -> Body:
+    """The request's fields, image bytes and image URLs, from JSON or multipart/form-data."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    images: dict[str, bytes] = {}
+    body = Body()
     if ctype in ("application/json", ""):
         raw = await request.body()
         try:
@@ -35,32 +56,62 @@ async def read_body(request: Request, t: Template) -> tuple[dict[str, Any], dict
             raise BadRequest(f"The body is not valid JSON: {e}", extra={"field": "body"}) from None
         if not isinstance(data, dict):
             raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
+        body.data = data
+        body.is_json = True
         for name in t.image_params:
             value = data.get(name)
             if isinstance(value, str):
-                p = t.params[name]
-                images[name] = decode_data_url(name, value, p.max_bytes or 10_485_760)
-                data[name] = _IMAGE_PLACEHOLDER
-        return data, images
+                body.image_value(t, name, value)
+        return body
     if ctype == "multipart/form-data":
         form = await request.form(max_files=len(t.image_params) + 1, max_fields=64)
-        data = {}
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key not in t.image_params:
                     raise InvalidParams([{"field": key, "message": "not an image param"}])
-                images[key] = await value.read()
-                data[key] = _IMAGE_PLACEHOLDER
+                body.images[key] = await value.read()
+                body.data[key] = _IMAGE_PLACEHOLDER
             elif key in t.image_params:
-                images[key] = decode_data_url(key, value, t.params[key].max_bytes or 10_485_760)
-                data[key] = _IMAGE_PLACEHOLDER
+                body.image_value(t, key, value)
             else:
-                data[key] = value
-        return data, images
+                body.data[key] = value
+        return body
     raise UnsupportedMediaType(
         f"Send application/json or multipart/form-data, not {ctype}.",
         extra={"field": "content-type"},
     )
+
+
+async def fetch_urls(services: Services, t: Template, body: Body) -> None:
+    """Fetch every image URL through the guard, concurrently; any refusal is a 422."""
+    names = list(body.urls)
+
+    async def one(name: str) -> bytes:
+        p = t.params[name]
+        img = await services.guard.fetch_image(
+            name,
+            body.urls[name],
+            formats=list(p.formats or ["PNG", "JPEG", "WEBP"]),
+            max_bytes=p.max_bytes or 10_485_760,
+            max_pixels=p.max_pixels or 4_194_304,
+        )
+        return img.data
+
+    results = await asyncio.gather(*(one(n) for n in names))
+    body.images.update(zip(names, results, strict=True))
+
+
+async def check_webhook_url(services: Services, url: str) -> None:
+    """The webhook URL passes the same guard as image URLs (resolved, never connected)."""
+    from engine.fetch import UrlRefused
+
+    try:
+        await services.guard.check(url)
+    except UrlRefused as e:
+        raise InvalidParams(
+            [{"field": "webhook_url", "message": f"URL refused: {e}"}],
+            detail=f"webhook_url: URL refused: {e}",
+        ) from None
 
 
 def check_media(
@@ -116,13 +167,62 @@ def _check_budget(services: Services, tenant_id: str) -> None:
         check_budget(s, tenant_id)
 
 
+async def _check_quota(services: Services, tenant_id: str, quota: int) -> None:
+    if await asyncio.to_thread(_active_count, services, tenant_id) >= quota:
+        from engine.errors import QuotaExceeded
+
+        raise QuotaExceeded(
+            f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
+            extra={"limit": quota},
+            headers={"Retry-After": "5"},
+        )
+
+
+def _request_fingerprint(route: str, values: dict[str, Any], body: Body) -> str:
+    images = {k: hashlib.sha256(v).hexdigest() for k, v in body.images.items()}
+    return idem.fingerprint(route, {"values": values, "images": images, "urls": body.urls})
+
+
+def _replayed_job(services: Services, principal: Principal, key: str, fp: str) -> Job | None:
+    ttl = services.settings.idempotency_ttl_s
+    with services.db.session() as s:
+        rec = idem.check(idem.find(s, principal.tenant_id, key, ttl), fp)
+        if rec is None or rec.job_id is None:
+            return None
+        return s.get(Job, rec.job_id)
+
+
 async def submit(
-    services: Services, t: Template, model: type[BaseModel], principal: Principal, request: Request
-) -> Job:
-    """Validate, check limits and media, render, store, and hand the job to the runner."""
-    data, images = await read_body(request, t)
-    values = validate_params(model, data)
-    checked = check_media(t, values, images)
+    services: Services,
+    t: Template,
+    model: type[BaseModel],
+    principal: Principal,
+    request: Request,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate, check limits and media, render, store, and hand the job to the runner.
+
+    Returns the job and whether it is a replay of an earlier request with the same
+    Idempotency-Key (then nothing new was stored).
+    """
+    body = await read_body(request, t)
+    values = validate_params(model, body.data, strict=body.is_json)
+    route = f"POST /v{t.major}/{t.name}"
+    fp = _request_fingerprint(route, values, body) if idempotency_key else ""
+    if idempotency_key:
+        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+        if earlier is not None:
+            return earlier, True
+    webhook_url = values.pop("webhook_url", None)
+    if webhook_url:
+        await check_webhook_url(services, webhook_url)
+    quota = services.settings.active_job_quota
+    # Cheap early refusals, so a tenant over quota or budget costs no fetch and stores nothing.
+    await _check_quota(services, principal.tenant_id, quota)
+    await asyncio.to_thread(_check_budget, services, principal.tenant_id)
+    if body.urls:
+        await fetch_urls(services, t, body)
+    checked = check_media(t, values, body.images)
     params = resolve_params(t, values)
 
     render_params = dict(params)
@@ -138,18 +238,6 @@ async def submit(
             [{"field": "body", "message": f"the params do not render: {e}"}]
         ) from None
 
-    # A tenant over its monthly budget is refused before anything (media included) is stored.
-    await asyncio.to_thread(_check_budget, services, principal.tenant_id)
-    quota = services.settings.active_job_quota
-    # A cheap early refusal so a tenant over quota stores nothing, not even media.
-    if await asyncio.to_thread(_active_count, services, principal.tenant_id) >= quota:
-        from engine.errors import QuotaExceeded
-
-        raise QuotaExceeded(
-            f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
-            extra={"limit": quota},
-            headers={"Retry-After": "5"},
-        )
     for name, img in checked.items():
         key = inputs[name]["key"]
         if not await asyncio.to_thread(services.storage.exists, key):
@@ -173,14 +261,35 @@ async def submit(
         cancel_requested=False,
         metering={},
         runner=services.runner.name if services.runner else None,
+        webhook_url=webhook_url,
         created_at=utcnow(),
     )
 
     def store() -> Job:
         with services.db.session() as s:
+            if idempotency_key:
+                # First, so a concurrent twin fails here (unique index) before any quota check.
+                idem.remember(
+                    s,
+                    principal.tenant_id,
+                    idempotency_key,
+                    fp,
+                    route,
+                    services.settings.idempotency_ttl_s,
+                    job_id=job.id,
+                )
             return insert_job(s, job, quota)
 
-    stored = await asyncio.to_thread(store)
+    try:
+        stored = await asyncio.to_thread(store)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent request with the same key won; answer with its job.
+        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+        if earlier is None:
+            raise
+        return earlier, True
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:
@@ -196,4 +305,4 @@ async def submit(
 
             await asyncio.to_thread(save_call)
             stored.call_id = call_id
-    return stored
+    return stored, False

@@ -106,6 +106,9 @@ class Limits(_Strict):
     )
 
 
+# Fields every request model carries besides the template's params.
+RESERVED_PARAMS = frozenset({"webhook_url"})
+
 ParamType = Literal["integer", "number", "string", "boolean", "enum", "image"]
 
 
@@ -177,6 +180,14 @@ class Template(_Strict):
         default=None, description="Node types allowed; default: those in the graph file."
     )
     params: dict[Annotated[str, Field(pattern=NAME_RE)], Param]
+
+    @field_validator("params")
+    @classmethod
+    def _not_reserved(cls, v: dict[str, Param]) -> dict[str, Param]:
+        for name in v:
+            if name in RESERVED_PARAMS:
+                raise ValueError(f"param name {name!r} is reserved for every request")
+        return v
 
     @property
     def major(self) -> int:

@@ -12,6 +12,7 @@ StencilError
 ├── PayloadTooLarge (413)       payload_too_large
 ├── UnsupportedMediaType (415)  unsupported_media_type
 ├── QuotaExceeded (429)         quota_exceeded     (Retry-After)
+├── RateLimited (429)           rate_limited       (Retry-After, RateLimit-*)
 ├── ServiceUnavailable (503)    service_unavailable
 └── JobFailure                  the error recorded on a failed job (never raised to a client)
     ├── EngineUnavailable       comfyui_unavailable
@@ -101,6 +102,10 @@ class UnsupportedMediaType(StencilError):
 
 class QuotaExceeded(StencilError):
     status, type, title = 429, "quota_exceeded", "Quota exceeded"
+
+
+class RateLimited(StencilError):
+    status, type, title = 429, "rate_limited", "Rate limit exceeded"
 
 
 class ServiceUnavailable(StencilError):

@@ -54,13 +54,19 @@ class CheckedImage:
         }
 
 
+def is_url(value: str) -> bool:
+    """True for a value meant as a URL to fetch (any scheme but `data:`), checked by the guard."""
+    head = value[:16].lower()
+    return "://" in head or (":" in head.split("/")[0] and not head.startswith("data:"))
+
+
 def decode_data_url(field: str, value: str, max_bytes: int) -> bytes:
     """Bytes of a base64 data URL, refusing oversize input before decoding it."""
     m = _DATA_URL.match(value)
     if not m:
-        if value.startswith(("http://", "https://")):
-            raise InvalidMedia(field, "URL inputs are not accepted; send a data URL or a file")
-        raise InvalidMedia(field, "expected a base64 data URL (data:image/png;base64,...)")
+        raise InvalidMedia(
+            field, "expected a base64 data URL (data:image/png;base64,...) or an https:// URL"
+        )
     b64 = value[m.end() :]
     if len(b64) * 3 // 4 > max_bytes + 3:
         raise InvalidMedia(field, f"image is larger than {max_bytes} bytes")

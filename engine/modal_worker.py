@@ -386,4 +386,3 @@ class ModalWorker:
 async def worker_verify_dict(worker: ModalWorker) -> dict[str, Any]:
     """The verify report as plain data (what the Modal method returns)."""
     return (await worker.verify()).as_dict()
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from enum import Enum
 from typing import Annotated, Any
@@ -46,7 +47,8 @@ def _field(name: str, p: Param, t: Template) -> tuple[Any, Any]:
         typ = str
         kw["description"] = (
             p.description
-            + " JSON: a base64 data URL (`data:image/png;base64,...`); multipart: a file part."
+            + " JSON: a base64 data URL (`data:image/png;base64,...`) or an `https://` URL"
+            " that Stencil fetches (public addresses only); multipart: a file part."
         )
         kw["json_schema_extra"] = {"contentMediaType": "image/*"}
     if p.required:
@@ -59,8 +61,22 @@ def _field(name: str, p: Param, t: Template) -> tuple[Any, Any]:
 
 def build_request_model(t: Template) -> type[BaseModel]:
     """A strict pydantic model for a template's params (unknown fields are errors)."""
-    fields = {name: _field(name, p, t) for name, p in t.params.items()}
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    fields: dict[str, Any] = {name: _field(name, p, t) for name, p in t.params.items()}
+    fields["webhook_url"] = (
+        Annotated[
+            str | None,
+            Field(
+                description=(
+                    "An `https://` URL that receives a signed Standard Webhooks POST when the "
+                    "job reaches a terminal state (public addresses only)."
+                ),
+                max_length=2048,
+                examples=["https://example.com/hooks/stencil"],
+            ),
+        ],
+        None,
+    )
+    model: type[BaseModel] = create_model(
         model_name(t),
         __config__=ConfigDict(extra="forbid", title=model_name(t)),
         __doc__=f"{t.summary} (template {t.name} {t.version}).",
@@ -78,12 +94,19 @@ def validation_errors(e: ValidationError, prefix: tuple[str, ...] = ()) -> list[
     return out
 
 
-def validate_params(model: type[BaseModel], data: Any) -> dict[str, Any]:
-    """Validate a request body; raise InvalidParams naming each bad field."""
+def validate_params(model: type[BaseModel], data: Any, *, strict: bool = False) -> dict[str, Any]:
+    """Validate a request body; raise InvalidParams naming each bad field.
+
+    JSON bodies are validated strictly (`false` is not a seed, `"7"` is not a number); form
+    fields arrive as text, so multipart bodies are converted the lax way.
+    """
     if not isinstance(data, dict):
         raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
     try:
-        obj = model.model_validate(data)
+        if strict:
+            obj = model.model_validate_json(json.dumps(data), strict=True)
+        else:
+            obj = model.model_validate(data)
     except ValidationError as e:
         raise InvalidParams(validation_errors(e)) from None
     return obj.model_dump(mode="json")

@@ -99,6 +99,8 @@ class LocalStorage:
         """True for an unexpired URL with a valid signature."""
         if expires < (now if now is not None else time.time()):
             return False
+        if not sig.isascii():  # compare_digest refuses non-ASCII str: a bad link, not a crash
+            return False
         return hmac.compare_digest(self.sign(key, expires), sig)
 
     def url(self, key: str, expires_in: int) -> tuple[str, int]:

@@ -89,6 +89,9 @@ class Tenant(Base):
     active_job_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Bumped inside the submit transaction so concurrent submits of one tenant serialise.
     submit_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Per-tenant rate limits (`N/minute`); None: the settings' defaults.
+    rate_limit_write: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    rate_limit_read: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class ApiKey(Base):
@@ -132,6 +135,7 @@ class Job(Base):
     metering: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The priced charge as settled (rate included), so a later price change rewrites nothing.
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
@@ -203,6 +207,79 @@ class TenantEvent(Base):
     )
 
 
+class IdempotencyKey(Base):
+    """A remembered `Idempotency-Key`: one per tenant and key, enforced by the database."""
+
+    __tablename__ = "idempotency_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
+
+
+class WebhookSecret(Base):
+    """A tenant's `whsec_` signing secret; a rotated-out one signs until `expires_at`."""
+
+    __tablename__ = "webhook_secrets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebhookEvent(Base):
+    """The outbox: one row per event, written in the transaction of the state change."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the `webhook-id`
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Retried until then; None: `created_at` plus the dispatcher's retry window.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+    __table_args__ = (Index("ix_webhook_events_due", "status", "next_attempt_at"),)
+
+
+class WebhookAttempt(Base):
+    """One delivery attempt of an event: the delivery log."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class RateLimitCounter(Base):
+    """Fixed-window counters for the SQL rate-limit storage (shared by every API process)."""
+
+    __tablename__ = "rate_limit_counters"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)  # unix seconds, as `limits` wants
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: resolved from the API key, never from the request body."""
@@ -211,6 +288,8 @@ class Principal:
     tenant_name: str
     key_id: str
     scopes: frozenset[str]
+    rate_limit_write: str | None = None
+    rate_limit_read: str | None = None
 
 
 def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
@@ -327,6 +406,17 @@ def create_key(
     return token, key
 
 
+def set_tenant_rate_limits(
+    s: Session, tenant_name: str, write: str | None, read: str | None
+) -> Tenant:
+    """Set (or with None, clear back to the defaults) a tenant's rate limits."""
+    tenant = ensure_tenant(s, tenant_name)
+    tenant.rate_limit_write = write
+    tenant.rate_limit_read = read
+    s.flush()
+    return tenant
+
+
 def list_keys(s: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, Tenant]]:
     """Keys with their tenants, newest first."""
     q = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
@@ -359,7 +449,14 @@ def resolve_key(s: Session, token: str) -> Principal | None:
     # The lookup is by hash; compare again in constant time so timing says nothing.
     if not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
         return None
-    return Principal(tenant.id, tenant.name, key.id, frozenset(key.scopes.split()))
+    return Principal(
+        tenant.id,
+        tenant.name,
+        key.id,
+        frozenset(key.scopes.split()),
+        tenant.rate_limit_write,
+        tenant.rate_limit_read,
+    )
 
 
 # ---- jobs ---------------------------------------------------------------------------------
@@ -436,14 +533,63 @@ def list_jobs(
 
 
 def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **values: Any) -> bool:
-    """Compare-and-set a job's status; False if it was not in one of `from_states`."""
+    """Compare-and-set a job's status; False if it was not in one of `from_states`.
+
+    A move to a terminal state also writes the job's webhook event to the outbox, in this same
+    transaction: the event exists if and only if the state change committed.
+    """
     r = s.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(list(from_states)))
         .values(status=to, **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(r.rowcount)  # type: ignore[attr-defined]
+    moved = bool(r.rowcount)  # type: ignore[attr-defined]
+    if moved and to in TERMINAL:
+        job = s.get(Job, job_id, populate_existing=True)
+        if job is not None and job.webhook_url:
+            s.add(terminal_event(job))
+    return moved
+
+
+def job_event_payload(job: Job, now: datetime) -> dict[str, Any]:
+    """The Standard Webhooks body of a job's terminal event (no URLs: they would expire)."""
+    return {
+        "type": f"job.{job.status}",
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "id": job.id,
+            "object": "job",
+            "status": job.status,
+            "template": job.template,
+            "template_version": job.template_version,
+            "error": job.error,
+            "outputs": [
+                {k: o[k] for k in ("content_type", "width", "height", "bytes")}
+                for o in job.outputs or []
+            ],
+            "created_at": job.created_at.isoformat(),
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "url": f"/v1/jobs/{job.id}",
+        },
+    }
+
+
+def terminal_event(job: Job) -> WebhookEvent:
+    """The outbox row announcing a job's terminal state (the dispatcher sets its deadline)."""
+    now = utcnow()
+    return WebhookEvent(
+        id=new_id("msg"),
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        type=f"job.{job.status}",
+        url=job.webhook_url or "",
+        payload=job_event_payload(job, now),
+        status="pending",
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+    )
 
 
 def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +25,57 @@ PG_URL = os.environ.get(
 )
 
 pytest_plugins = ["tests.comfy_fixtures"]
+
+# ---- egress tripwire ------------------------------------------------------------------------
+# Tests may only ever talk to this machine. An audit hook refuses, before any packet leaves, a
+# socket connect to a non-loopback address and a name lookup other than `localhost`, and
+# records the attempt; an autouse fixture fails the test that made one. So a broken SSRF guard
+# fails loudly here instead of sending traffic anywhere.
+EGRESS_ATTEMPTS: list[str] = []
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _egress_audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.connect":
+        sock, addr = args
+        if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+            if isinstance(addr, tuple) and not _is_loopback(str(addr[0])):
+                EGRESS_ATTEMPTS.append(f"connect {addr!r}")
+                raise PermissionError(f"test egress tripwire: connect to {addr!r} refused")
+    elif event == "socket.getaddrinfo":
+        host = args[0]
+        if isinstance(host, bytes):
+            host = host.decode(errors="replace")
+        if host is None or host.lower().rstrip(".") in _LOCAL_NAMES:
+            return
+        try:
+            ipaddress.ip_address(str(host).split("%")[0])
+            return  # a literal: no lookup leaves the machine
+        except ValueError:
+            EGRESS_ATTEMPTS.append(f"getaddrinfo {host!r}")
+            raise socket.gaierror(f"test egress tripwire: lookup of {host!r} refused") from None
+
+
+sys.addaudithook(_egress_audit)
+
+
+@pytest.fixture(autouse=True)
+def _no_egress() -> Iterator[None]:
+    """Fail any test that tried to reach beyond this machine."""
+    EGRESS_ATTEMPTS.clear()
+    yield
+    attempts, EGRESS_ATTEMPTS[:] = list(EGRESS_ATTEMPTS), []
+    assert not attempts, f"the test tried to reach beyond this machine: {attempts}"
 
 
 def _fresh_pg_database() -> str:

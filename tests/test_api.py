@@ -212,7 +212,8 @@ def test_upscale_accepts_data_url_and_multipart(
         (lambda: data_url(png(16, 16, "GIF"), "image/gif"), "format GIF"),
         (lambda: data_url(png(2100, 2100)), "pixels"),
         (lambda: "data:image/png;base64,@@@", "base64"),
-        (lambda: "https://example.com/a.png", "URL inputs"),
+        (lambda: "ftp://203.0.113.9/a.png", "scheme 'ftp'"),
+        (lambda: "iVBORw0KGgo=", "data URL"),
         (lambda: data_url(noisy_png()[:3000]), "corrupt"),
     ],
 )

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 
 from api import schemas
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
 from api.services import Services
 from api.submit import submit
 from engine.catalog import Template
@@ -92,6 +92,7 @@ def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
         ),
         metering=_metering_view(job.metering),
         cost=_cost_view(job.cost),
+        webhook_url=job.webhook_url,
     )
 
 
@@ -142,10 +143,16 @@ def _add_template_route(
         content["multipart/form-data"] = {"schema": ref}
 
     async def run_template(
-        request: Request, response: Response, principal: PrincipalDep, services: ServicesDep
+        request: Request,
+        response: Response,
+        principal: PrincipalDep,
+        services: ServicesDep,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> schemas.Job:
-        job = await submit(services, t, model, principal, request)
+        job, replayed = await submit(services, t, model, principal, request, idempotency_key)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         return job_view(job, services, str(request.base_url))
 
     run_template.__doc__ = f"{t.summary}\n\n{t.description}"
@@ -183,7 +190,12 @@ async def read_job(
     return job_view(job, services, str(request.base_url))
 
 
-@router.get("/jobs", response_model=schemas.JobList, name="list_jobs", responses=PROBLEMS)
+@router.get(
+    "/jobs",
+    response_model=schemas.JobList,
+    name="list_jobs",
+    responses={**PROBLEMS, 400: {"model": schemas.Problem, "description": "A bad cursor."}},
+)
 async def list_my_jobs(
     request: Request,
     principal: PrincipalDep,

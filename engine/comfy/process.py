@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +23,30 @@ import yaml
 from engine.comfy.errors import ComfyStartError
 
 logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A Popen preexec_fn making the child get SIGKILL when this process dies (Linux).
+
+    A `kill -9` of the API process runs no cleanup, and ComfyUI runs in its own session, so
+    without this it would live on as an orphan holding the GPU and its port.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not dlopen after fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
 
 # Sub-folders of models_dir mapped into ComfyUI's model search paths.
 MODEL_FOLDERS: tuple[str, ...] = ("checkpoints", "vae", "loras", "upscale_models", "embeddings")
@@ -183,7 +208,9 @@ class ComfyProcess:
             log.write(f"\n=== stencil: starting {' '.join(cmd)}\n".encode())
             log.flush()
             # own session: terminate/kill reach anything ComfyUI spawned, and a Ctrl-C meant
-            # for the service does not hit ComfyUI first.
+            # for the service does not hit ComfyUI first. PDEATHSIG: it dies with us, even on
+            # kill -9. (It fires when the spawning *thread* exits: we spawn from the event
+            # loop's thread, which outlives the process's use of ComfyUI.)
             self._proc = subprocess.Popen(
                 cmd,
                 cwd=self.comfyui_path,
@@ -192,6 +219,7 @@ class ComfyProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         logger.info("started ComfyUI pid %s on %s", self._proc.pid, self.base_url)
 
