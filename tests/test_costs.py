@@ -530,5 +530,18 @@ def test_openapi_describes_cost_fields(api: TestClient) -> None:
         for fname, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{fname} has no description"
     ops = {op["operationId"] for p in doc["paths"].values() for op in p.values()}
-    assert {"get_usage", "get_admin_usage", "metrics"} <= ops
+    assert {"get_usage", "get_admin_usage"} <= ops
+    assert "/metrics" not in doc["paths"]  # a Prometheus endpoint, not part of the SDK
     assert json.dumps(doc["paths"]["/v1/txt2img"]["post"]["responses"]["402"])
+
+
+def test_usage_range_takes_iso_dates_only(
+    api: TestClient, new_key: Callable[[str], dict[str, str]]
+) -> None:
+    h = new_key("acme")
+    r = api.get("/v1/usage", params={"start": "0.5"}, headers=h)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "start"
+    ok = api.get(
+        "/v1/usage", params={"start": "2026-01-01", "end": "2026-02-01T00:00:00Z"}, headers=h
+    )
+    assert ok.status_code == 200, ok.text

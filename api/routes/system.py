@@ -79,6 +79,8 @@ async def download_file(
     "/metrics",
     name="metrics",
     response_class=Response,
+    # For Prometheus, not for SDKs; its bearer token is optional, which OpenAPI cannot say.
+    include_in_schema=False,
     responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."},
         401: {"model": schemas.Problem, "description": "A metrics token is set and not sent."},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from api import schemas
@@ -24,8 +26,19 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     422: {"model": schemas.Problem, "description": "Invalid range or grouping; names the field."},
 }
 
+
+def _iso_only(v: object) -> object:
+    # pydantic would read a bare number as a unix time; the API documents ISO 8601 only.
+    if isinstance(v, str) and re.fullmatch(r"[\d.eE+-]+", v.strip()) and not _ISO_DATE.match(v):
+        raise ValueError("expected an ISO 8601 date or date-time")
+    return v
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
 StartQ = Annotated[
     datetime | None,
+    BeforeValidator(_iso_only),
     Query(
         description="Start (inclusive), an ISO date or date-time; UTC when no offset is given. "
         "Default: the first day of this month."
@@ -33,6 +46,7 @@ StartQ = Annotated[
 ]
 EndQ = Annotated[
     datetime | None,
+    BeforeValidator(_iso_only),
     Query(description="End (exclusive), an ISO date or date-time. Default: now."),
 ]
 
