@@ -1,10 +1,11 @@
-"""Stencil's overhead over raw ComfyUI: the same small txt2img run both ways.
+"""Stencil's overhead over raw ComfyUI: the same small txt2img graph both ways, interleaved.
 
     .venv/bin/python bench/overhead.py [--jobs 10] [--steps 2] [--size 64]
 
-Starts one ComfyUI (CPU) on the synthetic checkpoint, then times N prompts sent straight to
-ComfyUI and N jobs through the API (submit, worker, storage, poll until succeeded). Seeds vary,
-since ComfyUI caches an identical graph. Prints medians and the per-job overhead.
+Starts one ComfyUI (CPU) on the synthetic checkpoint. Each round sends the graph the API would
+render straight to ComfyUI, then submits the same request through the API (submit, worker,
+storage, poll every 50 ms until succeeded). Rounds interleave so background load hits both
+alike; seeds vary, since ComfyUI caches an identical graph. Prints medians.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -24,70 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from engine.catalog import load_catalog  # noqa: E402
 from engine.comfy import ComfyClient, ComfyProcess  # noqa: E402
-from engine.render import TemplateGraphs, example_params  # noqa: E402
+from engine.params import resolve_params, validate_params  # noqa: E402
 from engine.store import create_key  # noqa: E402
-
-
-async def raw_runs(url: str, n: int, steps: int, size: int) -> list[float]:
-    """Wall time of n prompts sent straight to ComfyUI, one after another."""
-    cat = load_catalog(ROOT / "catalog.yaml")
-    t = cat.get("txt2img")
-    assert t is not None
-    graphs = TemplateGraphs(cat)
-    client = ComfyClient(url)
-    times = []
-    for i in range(n + 1):
-        params = {
-            **example_params(t),
-            "width": size,
-            "height": size,
-            "steps": steps,
-            "seed": 10_000 + i,
-        }
-        t0 = time.perf_counter()
-        await client.run(graphs.render(t, params).graph, timeout=300)
-        if i:  # the first run loads the model
-            times.append(time.perf_counter() - t0)
-    await client.aclose()
-    return times
-
-
-def api_runs(
-    url: str, n: int, steps: int, size: int, home: Path
-) -> tuple[list[float], list[float]]:
-    """Wall time (submit to succeeded, as a client sees it) and worker run time of n jobs."""
-    settings = Settings(
-        _env_file=None,
-        home=home,
-        comfyui_url=url,  # type: ignore[call-arg]
-        catalog=ROOT / "catalog.yaml",
-        active_job_quota=100,
-    )
-    app = create_app(settings)
-    walls, runs = [], []
-    with TestClient(app) as c:
-        with app.state.services.db.session() as s:
-            token, _ = create_key(s, "bench")
-        h = {"Authorization": f"Bearer {token}"}
-        for i in range(n):
-            body = {
-                "prompt": "a lighthouse",
-                "width": size,
-                "height": size,
-                "steps": steps,
-                "seed": 20_000 + i,
-            }
-            t0 = time.perf_counter()
-            job = c.post("/v1/txt2img", json=body, headers=h).json()
-            while job["status"] not in ("succeeded", "failed", "cancelled"):
-                time.sleep(0.005)
-                job = c.get(f"/v1/jobs/{job['id']}", headers=h).json()
-            walls.append(time.perf_counter() - t0)
-            assert job["status"] == "succeeded", job
-            runs.append(job["timings"]["run_seconds"])
-    return walls, runs
 
 
 def main() -> None:
@@ -96,10 +37,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--size", type=int, default=64)
     a = ap.parse_args()
-    comfy = ROOT / ".stencil" / "comfyui"
-    models = ROOT / ".stencil" / "models"
     with tempfile.TemporaryDirectory() as tmp:
-        proc = ComfyProcess(comfy, models_dir=models, log_path=Path(tmp) / "comfy.log")
+        proc = ComfyProcess(
+            ROOT / ".stencil" / "comfyui",
+            models_dir=ROOT / ".stencil" / "models",
+            log_path=Path(tmp) / "comfy.log",
+        )
 
         async def start() -> None:
             await proc.start()
@@ -107,16 +50,75 @@ def main() -> None:
 
         asyncio.run(start())
         try:
-            raw = asyncio.run(raw_runs(proc.base_url, a.jobs, a.steps, a.size))
-            walls, runs = api_runs(proc.base_url, a.jobs, a.steps, a.size, Path(tmp) / "home")
+            run(proc.base_url, a, Path(tmp) / "home")
         finally:
             proc.close()
+
+
+async def raw_prompt(url: str, graph: dict[str, Any]) -> float:
+    """Seconds for one prompt sent straight to ComfyUI (fresh client: each round owns a loop)."""
+    async with ComfyClient(url) as comfy:
+        t0 = time.perf_counter()
+        await comfy.run(graph, timeout=300)
+        return time.perf_counter() - t0
+
+
+def run(url: str, a: argparse.Namespace, home: Path) -> None:
+    """Interleaved rounds: one raw prompt, then one API job with the same params."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        home=home,
+        comfyui_url=url,
+        catalog=ROOT / "catalog.yaml",
+        active_job_quota=1000,
+        rate_limit_write="100000/minute",
+        rate_limit_read="100000/minute",
+    )
+    app = create_app(settings)
+    services = app.state.services
+    t = services.catalog.get("txt2img")
+    model = services.request_models[(t.name, t.major)]
+    raw: list[float] = []
+    walls: list[float] = []
+    meters: list[dict[str, Any]] = []
+    with TestClient(app) as c:
+        with services.db.session() as s:
+            token, _ = create_key(s, "bench")
+        h = {"Authorization": f"Bearer {token}"}
+        for i in range(a.jobs + 1):  # round 0 warms both paths (model load)
+            body = {
+                "prompt": "a lighthouse",
+                "width": a.size,
+                "height": a.size,
+                "steps": a.steps,
+                "seed": 1000 + 2 * i,
+            }
+            params = resolve_params(t, validate_params(model, {**body, "seed": 1001 + 2 * i}))
+            graph = services.graphs.render(t, params).graph
+            raw_s = asyncio.run(raw_prompt(url, graph))
+            t0 = time.perf_counter()
+            job = c.post("/v1/txt2img", json=body, headers=h).json()
+            while job["status"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(0.05)  # a client polling gently, as an SDK would
+                job = c.get(f"/v1/jobs/{job['id']}", headers=h).json()
+            wall_s = time.perf_counter() - t0
+            assert job["status"] == "succeeded", job
+            if i:
+                raw.append(raw_s)
+                walls.append(wall_s)
+                meters.append(job.get("metering") or {})
     med = statistics.median
-    print(f"txt2img {a.size}x{a.size}, {a.steps} steps, {a.jobs} runs each (medians)")
-    print(f"  raw ComfyUI prompt:            {med(raw) * 1000:8.1f} ms")
-    print(f"  through Stencil, client wall:  {med(walls) * 1000:8.1f} ms")
-    print(f"  through Stencil, worker run:   {med(runs) * 1000:8.1f} ms")
-    print(f"  overhead per job (wall - raw): {(med(walls) - med(raw)) * 1000:8.1f} ms")
+    print(f"txt2img {a.size}x{a.size}, {a.steps} steps, {a.jobs} interleaved rounds (medians)")
+    print(f"  raw ComfyUI prompt (submit to outputs listed):  {med(raw) * 1000:8.1f} ms")
+    print(f"  through Stencil (submit to succeeded, polled):  {med(walls) * 1000:8.1f} ms")
+    for k in ("execution_seconds", "upload_seconds", "billable_seconds"):
+        vals = [m[k] for m in meters if m.get(k) is not None]
+        if vals:
+            print(f"    worker {k:<38} {med(vals) * 1000:8.1f} ms")
+    print(
+        f"  overhead per job (median difference):           "
+        f"{med([w - r for w, r in zip(walls, raw, strict=True)]) * 1000:8.1f} ms"
+    )
 
 
 if __name__ == "__main__":
