@@ -25,7 +25,9 @@ comfy_app = typer.Typer(help="The local ComfyUI.", no_args_is_help=True)
 models_app = typer.Typer(help="Model files named in the catalog.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage and cost from the ledger.", no_args_is_help=True)
-tenants_app = typer.Typer(help="Tenants: budgets and rate limits.", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Tenants: budgets, rate limits, webhook endpoint.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(comfy_app, name="comfyui")
 app.add_typer(models_app, name="models")
@@ -458,3 +460,45 @@ def tenants_budget(
         f"{tenant}: budget ${v['budget_usd']}/month, threshold {v['threshold'] or 'none'}, "
         f"spent ${v['spend_usd']} in {v['month']}" + (" (over budget)" if v["over_budget"] else "")
     )
+
+
+@tenants_app.command("webhook")
+def tenants_webhook(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    url: Annotated[
+        str | None,
+        typer.Option(help="Endpoint for account events (budget.threshold); https, public."),
+    ] = None,
+    clear: Annotated[bool, typer.Option(help="Remove the endpoint.")] = False,
+) -> None:
+    """Set, show or clear a tenant's webhook endpoint for account events (budget.threshold)."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from api.services import make_guard
+    from engine import webhooks
+    from engine.fetch import UrlRefused
+    from engine.store import Tenant
+
+    if url is not None and clear:
+        raise typer.BadParameter("give --url or --clear, not both", param_hint="--clear")
+    settings = Settings()
+    if url is not None:
+        try:
+            asyncio.run(make_guard(settings).check(url))
+        except UrlRefused as e:
+            err.print(f"URL refused: {e}")
+            raise typer.Exit(1) from None
+    db = _db(settings)
+    with db.session() as s:
+        tid = s.scalar(select(Tenant.id).where(Tenant.name == tenant))
+        if tid is None:
+            err.print(f"no tenant {tenant}")
+            raise typer.Exit(1)
+        if clear or url is not None:
+            webhooks.set_endpoint(s, tid, None if clear else url)
+        current = webhooks.get_endpoint(s, tid).webhook_url
+    db.dispose()
+    msg = f"{tenant}: account events to {current}" if current else f"{tenant}: no endpoint"
+    out.print(msg, soft_wrap=True)

@@ -221,13 +221,17 @@ class WebhookAttempt(BaseModel):
 
 
 class WebhookDelivery(BaseModel):
-    """One webhook event of a job and every attempt to deliver it."""
+    """One webhook event (of a job, or an account event) and every attempt to deliver it."""
 
-    id: str = Field(description="The event id, sent as `webhook-id` (the same on every retry).")
-    type: str = Field(description="Event type: `job.succeeded`, `job.failed`, `job.cancelled`.")
+    id: str = Field(description="The message id, sent as `webhook-id` (the same on every retry).")
+    type: str = Field(
+        description="Event type: `job.succeeded`, `job.failed`, `job.cancelled`, "
+        "`budget.threshold`."
+    )
     url: str = Field(description="Where it is delivered.")
     status: Literal["pending", "delivered", "failed"] = Field(
-        description="pending (retrying), delivered, or failed (retry window closed)."
+        description="pending (retrying), delivered, or failed (retry window closed, or, for an "
+        "account event, the webhook endpoint was removed)."
     )
     attempts: list[WebhookAttempt] = Field(description="Every attempt, oldest first.")
     created_at: datetime = Field(description="When the event was written (the state change).")
@@ -239,3 +243,53 @@ class WebhookDeliveryList(BaseModel):
     """A job's webhook deliveries."""
 
     data: list[WebhookDelivery] = Field(description="The job's events, oldest first.")
+
+
+ACCOUNT_EVENT_TYPES = ["budget.threshold"]
+
+
+class WebhookEndpointRequest(BaseModel):
+    """Where to deliver the tenant's account events."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="An `https://` URL on a public address (checked like job webhook URLs); "
+        "account events are POSTed to it, signed like job events.",
+        examples=["https://your.app/hooks/stencil-account"],
+    )
+
+
+class WebhookEndpoint(BaseModel):
+    """The tenant's endpoint for account events (not job events: those go to each job's
+    `webhook_url`)."""
+
+    url: str | None = Field(description="Where account events are delivered; null when none.")
+    updated_at: datetime | None = Field(description="When the endpoint was last set or removed.")
+    events: list[str] = Field(description="The account event types delivered to it.")
+
+
+class AccountEvent(BaseModel):
+    """Something that happened to the tenant's account (not to a job), e.g. a budget
+    threshold crossed. Recorded whether or not the tenant has a webhook endpoint."""
+
+    id: str = Field(description="The event id (`evt_...`), also `data.id` in the webhook body.")
+    object: Literal["event"] = Field(default="event", description="Always `event`.")
+    type: str = Field(description="Event type: `budget.threshold`.")
+    created_at: datetime = Field(description="When it happened (the charge that caused it).")
+    data: dict[str, Any] = Field(
+        description="The event's figures; for `budget.threshold`: `tenant`, `month`, "
+        "`budget_usd`, `spend_usd`, `threshold`."
+    )
+    delivery: WebhookDelivery | None = Field(
+        description="Its webhook delivery and every attempt; null when the tenant had no "
+        "endpoint then (replay delivers it to the current one)."
+    )
+
+
+class AccountEventList(BaseModel):
+    """A page of account events, newest first."""
+
+    data: list[AccountEvent] = Field(description="The events on this page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

@@ -101,16 +101,17 @@ async def fetch_urls(services: Services, t: Template, body: Body) -> None:
     body.images.update(zip(names, results, strict=True))
 
 
-async def check_webhook_url(services: Services, url: str) -> None:
-    """The webhook URL passes the same guard as image URLs (resolved, never connected)."""
+async def check_webhook_url(services: Services, url: str, field: str = "webhook_url") -> None:
+    """A webhook URL passes the same guard as image URLs (resolved, never connected); a
+    refusal is a 422 naming `field`."""
     from engine.fetch import UrlRefused
 
     try:
         await services.guard.check(url)
     except UrlRefused as e:
         raise InvalidParams(
-            [{"field": "webhook_url", "message": f"URL refused: {e}"}],
-            detail=f"webhook_url: URL refused: {e}",
+            [{"field": field, "message": f"URL refused: {e}"}],
+            detail=f"{field}: URL refused: {e}",
         ) from None
 
 

@@ -17,6 +17,7 @@ from engine.store import (
     Tenant,
     TenantBudget,
     TenantEvent,
+    account_delivery,
     insert_ignore,
     new_id,
     utcnow,
@@ -133,8 +134,10 @@ def check_budget(s: Session, tenant_id: str, now: datetime | None = None) -> Non
 def note_spend(s: Session, tenant_id: str, month: str) -> bool:
     """After a charge: record `budget.threshold` once per month when spend crosses it.
 
-    The row lands in `tenant_events` in the charge's transaction; a deliverer (the webhook
-    outbox) sends it. Returns True when this call wrote the event.
+    The event lands in `tenant_events` in the charge's transaction, at most once per tenant and
+    month (a unique key). When the tenant has a webhook endpoint, its delivery is written to the
+    webhook outbox in the same transaction, so the dispatcher sends it like a job event; without
+    one, the event is only recorded (`GET /v1/events`). Returns True when this call wrote it.
     """
     budget = s.get(TenantBudget, tenant_id)
     if budget is None or budget.threshold is None:
@@ -143,18 +146,23 @@ def note_spend(s: Session, tenant_id: str, month: str) -> bool:
     limit = Decimal(budget.monthly_usd_micros) * Decimal(budget.threshold)
     if Decimal(spend) < limit:
         return False
+    tenant = s.get(Tenant, tenant_id)
+    if tenant is None:
+        return False
     payload = {
         "type": THRESHOLD_EVENT,
         "tenant_id": tenant_id,
+        "tenant": tenant.name,
         "month": month,
         "budget_usd": usd_str(budget.monthly_usd_micros),
         "threshold": budget.threshold,
         "spend_usd": usd_str(spend),
     }
-    return insert_ignore(
+    event_id = new_id("evt")
+    written = insert_ignore(
         s,
         TenantEvent,
-        id=new_id("evt"),
+        id=event_id,
         tenant_id=tenant_id,
         type=THRESHOLD_EVENT,
         dedupe_key=month,
@@ -162,3 +170,9 @@ def note_spend(s: Session, tenant_id: str, month: str) -> bool:
         created_at=utcnow(),
         delivered_at=None,
     )
+    if written and tenant.webhook_url:
+        event = s.get(TenantEvent, event_id)
+        assert event is not None
+        s.add(account_delivery(event, tenant, tenant.webhook_url))
+        s.flush()
+    return written

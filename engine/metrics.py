@@ -38,8 +38,8 @@ RUN_TIME = Histogram(
     buckets=_TIME_BUCKETS,
     registry=PROCESS_REGISTRY,
 )
-# Ready for the webhook deliverer: WEBHOOK_DELIVERIES.labels(event=..., outcome=...).inc(),
-# with outcome one of delivered | retried | failed.
+# Counted by the webhook dispatcher (engine.webhooks), once per delivery attempt, with outcome
+# delivered | retried (failed, another attempt is scheduled) | failed (given up).
 WEBHOOK_DELIVERIES = Counter(
     "stencil_webhook_deliveries",
     "Webhook delivery attempts by event type and outcome (delivered, retried, failed).",

@@ -92,6 +92,9 @@ class Tenant(Base):
     # Per-tenant rate limits (`N/minute`); None: the settings' defaults.
     rate_limit_write: Mapped[str | None] = mapped_column(String(100), nullable=True)
     rate_limit_read: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Where account events (`budget.threshold`) are delivered; None: recorded, not sent.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_url_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ApiKey(Base):
@@ -189,7 +192,9 @@ class TenantBudget(Base):
 
 
 class TenantEvent(Base):
-    """An event for a tenant waiting to be delivered (an outbox row), e.g. `budget.threshold`."""
+    """An account event of a tenant (not of a job), e.g. `budget.threshold`: the record of it
+    happening, once per `dedupe_key`. Its delivery, when the tenant has a webhook endpoint, is a
+    `WebhookEvent` pointing here; `delivered_at` is set when that delivery succeeds."""
 
     __tablename__ = "tenant_events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -236,12 +241,19 @@ class WebhookSecret(Base):
 
 
 class WebhookEvent(Base):
-    """The outbox: one row per event, written in the transaction of the state change."""
+    """The outbox: one row per event, written in the transaction of the state change.
+
+    A job event has `job_id` (delivered to the job's `webhook_url`); an account event has
+    `tenant_event_id` instead (delivered to the tenant's webhook endpoint).
+    """
 
     __tablename__ = "webhook_events"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the `webhook-id`
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True, nullable=True)
+    tenant_event_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenant_events.id"), index=True, unique=True, nullable=True
+    )
     type: Mapped[str] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(String(2048))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -494,17 +506,19 @@ def get_job(s: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def encode_cursor(job: Job) -> str:
-    """An opaque cursor after this job in newest-first order."""
-    raw = f"{job.created_at.isoformat()}|{job.id}"
+def encode_cursor(row: Job | TenantEvent) -> str:
+    """An opaque cursor after this row (a job, an account event) in newest-first order."""
+    raw = f"{row.created_at.isoformat()}|{row.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) an `encode_cursor` cursor names; 400 naming `cursor` if bad."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(ts), job_id
+        ts, row_id = raw.split("|", 1)
+        at = datetime.fromisoformat(ts)
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)), row_id
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The cursor is not valid.", extra={"field": "cursor"}) from None
 
@@ -525,7 +539,7 @@ def list_jobs(
     if template:
         q = q.where(Job.template == template)
     if cursor:
-        ts, job_id = _decode_cursor(cursor)
+        ts, job_id = decode_cursor(cursor)
         q = q.where(or_(Job.created_at < ts, (Job.created_at == ts) & (Job.id < job_id)))
     rows = list(s.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     nxt = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
@@ -585,6 +599,40 @@ def terminal_event(job: Job) -> WebhookEvent:
         type=f"job.{job.status}",
         url=job.webhook_url or "",
         payload=job_event_payload(job, now),
+        status="pending",
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+    )
+
+
+def account_event_payload(ev: TenantEvent, tenant: Tenant) -> dict[str, Any]:
+    """The Standard Webhooks body of an account event: the event's record under `data`."""
+    data = {k: v for k, v in ev.payload.items() if k not in ("type", "tenant_id")}
+    return {
+        "type": ev.type,
+        "timestamp": ev.created_at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "id": ev.id,
+            "object": "event",
+            "tenant": tenant.name,
+            **data,
+            "url": f"/v1/events/{ev.id}",
+        },
+    }
+
+
+def account_delivery(ev: TenantEvent, tenant: Tenant, url: str) -> WebhookEvent:
+    """The outbox row delivering an account event to the tenant's webhook endpoint."""
+    now = utcnow()
+    return WebhookEvent(
+        id=new_id("msg"),
+        tenant_id=tenant.id,
+        job_id=None,
+        tenant_event_id=ev.id,
+        type=ev.type,
+        url=url,
+        payload=account_event_payload(ev, tenant),
         status="pending",
         attempts=0,
         created_at=now,

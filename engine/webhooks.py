@@ -1,11 +1,14 @@
 """Signed webhooks (Standard Webhooks): tenant secrets, the outbox dispatcher, the delivery log.
 
-Events are written to the outbox by `store.transition` in the transaction of the terminal state
-change. The dispatcher claims due events with a lease (several API processes may run one),
-delivers them through the URL guard with bounded concurrency (overall and per receiver) and a
-per-attempt timeout, and reschedules failures with exponential backoff and jitter until the
-retry window closes. Signatures: `v1,` + base64 HMAC-SHA256 over `id.timestamp.body` with every
-live `whsec_` secret of the tenant, so a rotation overlap carries both.
+Events are written to the outbox in the transaction of the state change: job events by
+`store.transition` (to the job's `webhook_url`), account events such as `budget.threshold` by
+`budgets.note_spend` (to the tenant's webhook endpoint, `set_endpoint`). The dispatcher claims
+due events with a lease (several API processes may run one), delivers them through the URL
+guard with bounded concurrency (overall and per receiver) and a per-attempt timeout, counts
+every attempt's outcome in `stencil_webhook_deliveries_total`, and reschedules failures with
+exponential backoff and jitter until the retry window closes. Signatures: `v1,` + base64
+HMAC-SHA256 over `id.timestamp.body` with every live `whsec_` secret of the tenant, so a
+rotation overlap carries both.
 """
 
 from __future__ import annotations
@@ -29,16 +32,23 @@ from sqlalchemy.orm import Session
 from ssrfguard import SSRFGuardError
 from standardwebhooks import Webhook
 
-from engine.errors import Conflict
+from engine.errors import Conflict, NotFound
 from engine.fetch import UrlGuard, UrlRefused
+from engine.metrics import WEBHOOK_DELIVERIES
 from engine.store import (
     TERMINAL,
     Database,
     Job,
+    Tenant,
+    TenantEvent,
     WebhookAttempt,
     WebhookEvent,
     WebhookSecret,
+    account_delivery,
+    decode_cursor,
+    encode_cursor,
     get_job,
+    insert_ignore,
     new_id,
     utcnow,
 )
@@ -114,17 +124,18 @@ def deliveries(s: Session, tenant_id: str, job_id: str) -> list[tuple[WebhookEve
             .order_by(WebhookEvent.created_at, WebhookEvent.id)
         )
     )
-    out = []
-    for ev in events:
-        attempts = list(
-            s.scalars(
-                select(WebhookAttempt)
-                .where(WebhookAttempt.event_id == ev.id)
-                .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
-            )
+    return [(ev, attempts_of(s, ev.id)) for ev in events]
+
+
+def attempts_of(s: Session, event_id: str) -> list[WebhookAttempt]:
+    """An outbox event's delivery attempts, oldest first."""
+    return list(
+        s.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.event_id == event_id)
+            .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
         )
-        out.append((ev, attempts))
-    return out
+    )
 
 
 def replay(s: Session, tenant_id: str, job_id: str, retry_window_s: float) -> None:
@@ -145,6 +156,142 @@ def replay(s: Session, tenant_id: str, job_id: str, retry_window_s: float) -> No
             locked_until=None,
         )
     )
+
+
+# ---- the tenant's endpoint and account events ------------------------------------------------
+
+ENDPOINT_REMOVED = "the webhook endpoint was removed"
+
+
+def _tenant(s: Session, tenant_id: str) -> Tenant:
+    tenant = s.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    return tenant
+
+
+def get_endpoint(s: Session, tenant_id: str) -> Tenant:
+    """The tenant, whose `webhook_url` is its endpoint for account events (None: none)."""
+    return _tenant(s, tenant_id)
+
+
+def set_endpoint(s: Session, tenant_id: str, url: str | None) -> Tenant:
+    """Set (or with None remove) the tenant's endpoint for account events.
+
+    The URL must already have passed the URL guard. Account events still pending delivery
+    follow the change: to the new URL at once, or, when the endpoint is removed, they stop
+    (marked failed, `the webhook endpoint was removed`). Job events are not affected.
+    """
+    tenant = _tenant(s, tenant_id)
+    now = utcnow()
+    tenant.webhook_url = url
+    tenant.webhook_url_updated_at = now
+    pending = (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.tenant_id == tenant_id,
+            WebhookEvent.tenant_event_id.is_not(None),
+            WebhookEvent.status == PENDING,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if url is None:
+        s.execute(
+            pending.values(
+                status=FAILED, next_attempt_at=None, locked_until=None, last_error=ENDPOINT_REMOVED
+            )
+        )
+    else:
+        s.execute(pending.values(url=url, next_attempt_at=now))
+    s.flush()
+    return tenant
+
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """An account event with its delivery (None: the tenant had no endpoint) and attempts."""
+
+    event: TenantEvent
+    delivery: WebhookEvent | None
+    attempts: list[WebhookAttempt]
+
+
+def _account_event(s: Session, ev: TenantEvent) -> AccountEvent:
+    delivery = s.scalar(select(WebhookEvent).where(WebhookEvent.tenant_event_id == ev.id))
+    return AccountEvent(ev, delivery, attempts_of(s, delivery.id) if delivery else [])
+
+
+def list_events(
+    s: Session,
+    tenant_id: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    type_: str | None = None,
+) -> tuple[list[AccountEvent], str | None]:
+    """A page of the tenant's account events, newest first, and the next page's cursor."""
+    q = select(TenantEvent).where(TenantEvent.tenant_id == tenant_id)
+    if type_:
+        q = q.where(TenantEvent.type == type_)
+    if cursor:
+        ts, ev_id = decode_cursor(cursor)
+        q = q.where(
+            or_(
+                TenantEvent.created_at < ts,
+                (TenantEvent.created_at == ts) & (TenantEvent.id < ev_id),
+            )
+        )
+    q = q.order_by(TenantEvent.created_at.desc(), TenantEvent.id.desc()).limit(limit + 1)
+    rows = list(s.scalars(q))
+    nxt = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return [_account_event(s, ev) for ev in rows[:limit]], nxt
+
+
+def get_event(s: Session, tenant_id: str, event_id: str) -> AccountEvent:
+    """One account event of the tenant (404 for another tenant's)."""
+    ev = s.scalar(
+        select(TenantEvent).where(TenantEvent.id == event_id, TenantEvent.tenant_id == tenant_id)
+    )
+    if ev is None:
+        raise NotFound(f"No event {event_id}.")
+    return _account_event(s, ev)
+
+
+def replay_event(s: Session, tenant_id: str, event_id: str, retry_window_s: float) -> AccountEvent:
+    """Deliver an account event again now, to the tenant's current endpoint.
+
+    The same `webhook-id` as before, with a fresh retry window; an event recorded while the
+    tenant had no endpoint gets its first delivery. 409 without an endpoint.
+    """
+    found = get_event(s, tenant_id, event_id)
+    tenant = _tenant(s, tenant_id)
+    if not tenant.webhook_url:
+        raise Conflict(
+            "This tenant has no webhook endpoint; set one with PUT /v1/webhook-endpoint."
+        )
+    now = utcnow()
+    deadline = now + timedelta(seconds=retry_window_s)
+    if found.delivery is not None:
+        s.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id == found.delivery.id)
+            .values(
+                status=PENDING,
+                url=tenant.webhook_url,
+                next_attempt_at=now,
+                deadline_at=deadline,
+                locked_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    else:
+        row = account_delivery(found.event, tenant, tenant.webhook_url)
+        row.deadline_at = deadline
+        # One delivery per event (a unique index): a concurrent replay that won is kept.
+        values = {c.key: getattr(row, c.key) for c in WebhookEvent.__table__.columns}
+        insert_ignore(s, WebhookEvent, **values)
+    s.expire_all()
+    return get_event(s, tenant_id, event_id)
 
 
 # ---- the dispatcher ------------------------------------------------------------------------
@@ -178,6 +325,8 @@ def _origin(url: str) -> str:
 class _Claimed:
     id: str
     tenant_id: str
+    type: str
+    tenant_event_id: str | None
     url: str
     payload: dict[str, Any]
     attempts: int
@@ -289,7 +438,18 @@ class Dispatcher:
                 deadline = ev.deadline_at or ev.created_at + timedelta(
                     seconds=self.config.retry_window_s
                 )
-                out.append(_Claimed(ev.id, ev.tenant_id, ev.url, ev.payload, ev.attempts, deadline))
+                out.append(
+                    _Claimed(
+                        ev.id,
+                        ev.tenant_id,
+                        ev.type,
+                        ev.tenant_event_id,
+                        ev.url,
+                        ev.payload,
+                        ev.attempts,
+                        deadline,
+                    )
+                )
         return out
 
     async def _deliver(self, ev: _Claimed) -> None:
@@ -357,6 +517,7 @@ class Dispatcher:
         }
         if error is None:
             values.update(status=DELIVERED, delivered_at=now, next_attempt_at=None)
+            outcome = "delivered"
         else:
             nxt = now + timedelta(
                 seconds=backoff(attempts, self.config.backoff_base_s, self.config.backoff_max_s)
@@ -364,8 +525,11 @@ class Dispatcher:
             if nxt > ev.deadline_at:
                 values.update(status=FAILED, next_attempt_at=None)
                 log.warning("webhook %s failed for good after %d attempts", ev.id, attempts)
+                outcome = "failed"
             else:
                 values.update(next_attempt_at=nxt)
+                outcome = "retried"
+        WEBHOOK_DELIVERIES.labels(event=ev.type, outcome=outcome).inc()
         with self.db.session() as s:
             s.add(
                 WebhookAttempt(
@@ -384,3 +548,10 @@ class Dispatcher:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if error is None and ev.tenant_event_id is not None:
+                s.execute(
+                    update(TenantEvent)
+                    .where(TenantEvent.id == ev.tenant_event_id, TenantEvent.delivered_at.is_(None))
+                    .values(delivered_at=now)
+                    .execution_options(synchronize_session=False)
+                )

@@ -1,12 +1,13 @@
-"""Webhook routes: the signing secret and its rotation, a job's delivery log, and replay."""
+"""Webhook routes: the signing secret and its rotation, a job's delivery log and replay, the
+tenant's endpoint for account events, and the account events with their deliveries."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,9 +15,10 @@ from api import schemas
 from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
 from api.routes.jobs import PROBLEMS
 from api.services import Services
+from api.submit import check_webhook_url
 from engine import idempotency as idem
 from engine import webhooks
-from engine.store import Principal, WebhookEvent
+from engine.store import Principal, Tenant, WebhookEvent
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
@@ -178,6 +180,188 @@ async def replay_job_webhooks(
 
     out, replayed = await run_idempotent(
         services, principal, idempotency_key, f"POST /v1/jobs/{job_id}/webhooks/replay", action
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if services.dispatcher is not None:
+        services.dispatcher.wake()
+    return out
+
+
+# ---- the tenant's endpoint for account events ----------------------------------------------
+
+# The tenant's own resources: no 404 (PROBLEMS' 404 is about jobs).
+TENANT_PROBLEMS = {code: v for code, v in PROBLEMS.items() if code != 404}
+
+
+def _endpoint_view(tenant: Tenant) -> dict[str, Any]:
+    return schemas.WebhookEndpoint(
+        url=tenant.webhook_url,
+        updated_at=tenant.webhook_url_updated_at,
+        events=list(schemas.ACCOUNT_EVENT_TYPES),
+    ).model_dump(mode="json")
+
+
+@router.get(
+    "/webhook-endpoint", response_model=schemas.WebhookEndpoint, name="get_webhook_endpoint"
+)
+async def get_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """Where the tenant's account events (`budget.threshold`) are delivered; `url` null: none."""
+
+    def load() -> dict[str, Any]:
+        with services.db.session() as s:
+            return _endpoint_view(webhooks.get_endpoint(s, principal.tenant_id))
+
+    return await asyncio.to_thread(load)
+
+
+@router.put(
+    "/webhook-endpoint",
+    response_model=schemas.WebhookEndpoint,
+    name="set_webhook_endpoint",
+    responses={
+        **TENANT_PROBLEMS,
+        422: {
+            "model": schemas.Problem,
+            "description": "The URL is refused (not https, not a public address, ...); names "
+            "`url`.",
+        },
+    },
+)
+async def set_webhook_endpoint(
+    body: schemas.WebhookEndpointRequest, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Set the endpoint for account events; the URL passes the same guard as job webhook URLs.
+
+    Account events still waiting for delivery follow the change to the new URL. Deliveries are
+    signed with the tenant's webhook secret, like job events.
+    """
+    await check_webhook_url(services, body.url, field="url")
+
+    def save() -> dict[str, Any]:
+        with services.db.session() as s:
+            return _endpoint_view(webhooks.set_endpoint(s, principal.tenant_id, body.url))
+
+    out = await asyncio.to_thread(save)
+    if services.dispatcher is not None:
+        services.dispatcher.wake()
+    return out
+
+
+@router.delete(
+    "/webhook-endpoint",
+    status_code=204,
+    name="delete_webhook_endpoint",
+    responses=TENANT_PROBLEMS,
+)
+async def delete_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -> Response:
+    """Remove the endpoint: account events are then only recorded (`GET /v1/events`), and
+    those still waiting for delivery stop."""
+
+    def save() -> None:
+        with services.db.session() as s:
+            webhooks.set_endpoint(s, principal.tenant_id, None)
+
+    await asyncio.to_thread(save)
+    return Response(status_code=204)
+
+
+# ---- account events -----------------------------------------------------------------------
+
+EVENT_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **PROBLEMS,
+    404: {"model": schemas.Problem, "description": "No such event for this tenant."},
+}
+
+
+def _event_view(found: webhooks.AccountEvent) -> schemas.AccountEvent:
+    ev = found.event
+    data = {k: v for k, v in ev.payload.items() if k not in ("type", "tenant_id")}
+    return schemas.AccountEvent(
+        id=ev.id,
+        type=ev.type,
+        created_at=ev.created_at,
+        data=data,
+        delivery=_delivery(found.delivery, found.attempts) if found.delivery else None,
+    )
+
+
+@router.get(
+    "/events",
+    response_model=schemas.AccountEventList,
+    name="list_events",
+    responses={**TENANT_PROBLEMS, 400: {"model": schemas.Problem, "description": "A bad cursor."}},
+)
+async def list_events(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="From `next_cursor`.")] = None,
+    type: Annotated[
+        str | None, Query(max_length=60, description="Only events of this type.")
+    ] = None,
+) -> dict[str, Any]:
+    """The tenant's account events (`budget.threshold`), newest first, each with its webhook
+    delivery status and attempts."""
+
+    def load() -> dict[str, Any]:
+        with services.db.session() as s:
+            found, nxt = webhooks.list_events(
+                s, principal.tenant_id, limit=limit, cursor=cursor, type_=type
+            )
+            return schemas.AccountEventList(
+                data=[_event_view(f) for f in found], next_cursor=nxt
+            ).model_dump(mode="json")
+
+    return await asyncio.to_thread(load)
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=schemas.AccountEvent,
+    name="get_event",
+    responses=EVENT_PROBLEMS,
+)
+async def get_event(
+    event_id: str, principal: PrincipalDep, services: ServicesDep
+) -> dict[str, Any]:
+    """One account event with its webhook delivery status and attempts."""
+
+    def load() -> dict[str, Any]:
+        with services.db.session() as s:
+            found = webhooks.get_event(s, principal.tenant_id, event_id)
+            return _event_view(found).model_dump(mode="json")
+
+    return await asyncio.to_thread(load)
+
+
+@router.post(
+    "/events/{event_id}/replay",
+    response_model=schemas.AccountEvent,
+    status_code=202,
+    name="replay_event",
+    responses={
+        **EVENT_PROBLEMS,
+        409: {"model": schemas.Problem, "description": "The tenant has no webhook endpoint."},
+    },
+)
+async def replay_event(
+    event_id: str,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
+    """Deliver an account event again now, to the current endpoint (same `webhook-id`, fresh
+    retry window); an event recorded while there was no endpoint gets its first delivery."""
+    window = services.settings.webhook_retry_window_s
+
+    def action(s: Session) -> dict[str, Any]:
+        found = webhooks.replay_event(s, principal.tenant_id, event_id, window)
+        return _event_view(found).model_dump(mode="json")
+
+    out, replayed = await run_idempotent(
+        services, principal, idempotency_key, f"POST /v1/events/{event_id}/replay", action
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
