@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 
 from api import problems
 from api.deps import reject_unknown_query
-from api.routes import jobs, system, templates, usage, webhooks
+from api.routes import jobs, stream, system, templates, usage, webhooks
 from api.services import Services
 from api.settings import Settings
 from engine.params import model_name
@@ -108,6 +108,7 @@ def create_app(
     app.include_router(templates.router)
     jobs.add_template_routes(app, services)
     app.include_router(jobs.router)
+    app.include_router(stream.router)
     app.include_router(usage.router)
     app.include_router(webhooks.router)
 

@@ -1,0 +1,68 @@
+"""Server-Sent Events: a job's progress pushed to the client until it finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import PrincipalDep, ServicesDep
+from api.routes.jobs import PROBLEMS, job_view
+from engine.store import TERMINAL, Job, get_job
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+POLL_S = 0.25  # how often the stream looks at the job row (any process may change it)
+PING_S = 15  # keeps proxies from closing an idle stream
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    name="stream_job_events",
+    response_class=EventSourceResponse,
+    responses={
+        **PROBLEMS,
+        200: {
+            "description": (
+                "`text/event-stream`. Each event is named `job` and carries the job as JSON "
+                "(the same body as `GET /v1/jobs/{id}`), sent when its status or progress "
+                "changes; the stream ends after the terminal state."
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def stream_job_events(
+    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+) -> EventSourceResponse:
+    """Follow a job: progress and state changes as Server-Sent Events, ending when it is done."""
+
+    def load() -> Job:
+        with services.db.session() as s:
+            return get_job(s, principal.tenant_id, job_id)
+
+    first = await asyncio.to_thread(load)  # 404 before the stream starts, as a problem
+    t = services.catalog.get(first.template, int(first.template_version.split(".")[0]))
+    # A stream never outlives the job's own limits (plus a margin for the final write).
+    limit_s = (t.limits.max_queue_seconds + t.limits.max_run_seconds if t else 900) + 60
+    base = str(request.base_url)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        job, last, deadline = first, None, time.monotonic() + limit_s
+        while True:
+            key = (job.status, round(job.progress or 0.0, 3))
+            if key != last:
+                last = key
+                body = job_view(job, services, base).model_dump_json()
+                yield ServerSentEvent(data=body, event="job", id=f"{job.status}:{key[1]}")
+            if job.status in TERMINAL or time.monotonic() > deadline:
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+            job = await asyncio.to_thread(load)
+
+    return EventSourceResponse(events(), ping=PING_S)
