@@ -310,6 +310,9 @@ class DispatchConfig:
     retry_window_s: float = 86400.0
 
 
+STOP_GRACE_S = 5.0  # how long stop() waits for in-flight attempts
+
+
 def backoff(attempt: int, base_s: float, max_s: float) -> float:
     """Exponential backoff with jitter: the n-th retry waits 50-100% of base * 2^(n-1)."""
     delay: float = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
@@ -359,11 +362,20 @@ class Dispatcher:
             self._task.cancel()
         for t in list(self._inflight):
             t.cancel()
-        await asyncio.gather(
-            *([self._task] if self._task else []), *self._inflight, return_exceptions=True
-        )
+        pending = [*([self._task] if self._task else []), *self._inflight]
+        # Bounded: an attempt stuck on a receiver that never answers must not hold up
+        # shutdown. Its lease expires and another pass retries it, so nothing is lost.
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            if stuck:
+                log.warning(
+                    "%d webhook attempts did not stop in time; their leases expire", len(stuck)
+                )
         if self._client is not None:
-            await self._client.aclose()
+            try:
+                await asyncio.wait_for(self._client.aclose(), timeout=STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("closing the webhook HTTP client timed out")
 
     def wake(self) -> None:
         """Look for due events now rather than at the next poll."""
