@@ -67,25 +67,9 @@ def sweep(
                 elif beat < now - timedelta(seconds=heartbeat_timeout_s):
                     lost = wall_clock_metering(job)
                     if job.attempts < max_attempts and transition(
-                        s,
-                        job.id,
-                        [RUNNING],
-                        QUEUED,
-                        started_at=None,
-                        worker_id=None,
-                        progress=0.0,
+                        s, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
                     ):
-                        settle(
-                            s,
-                            job,
-                            catalog=catalog,
-                            attempt=job.attempts,
-                            metering=lost,
-                            payer=PLATFORM,
-                            outcome=RETRIED,
-                            now=now,
-                        )
-                        actions.append(Action(job.id, "requeued", job.call_id))
+                        outcome, what = RETRIED, "requeued"
                     else:
                         err = problem_of(
                             WorkerLost(
@@ -93,20 +77,23 @@ def sweep(
                             )
                         )
                         err["platform_fault"] = True
-                        if transition(
+                        if not transition(
                             s, job.id, [RUNNING], FAILED, error=err, finished_at=now, metering=lost
                         ):
-                            settle(
-                                s,
-                                job,
-                                catalog=catalog,
-                                attempt=job.attempts,
-                                metering=lost,
-                                payer=PLATFORM,
-                                outcome=FAILED,
-                                now=now,
-                            )
-                            actions.append(Action(job.id, "worker_lost", job.call_id))
+                            continue
+                        outcome, what = FAILED, "worker_lost"
+                    # The lost attempt's wall-clock time is the platform's, never the tenant's.
+                    settle(
+                        s,
+                        job,
+                        catalog=catalog,
+                        attempt=job.attempts,
+                        metering=lost,
+                        payer=PLATFORM,
+                        outcome=outcome,
+                        now=now,
+                    )
+                    actions.append(Action(job.id, what, job.call_id))
     grace = settle_grace_s if settle_grace_s is not None else heartbeat_timeout_s + 15
     for charge in settle_leftovers(db, catalog, grace_s=grace, now=now):
         actions.append(Action(charge.job_id, "settled"))

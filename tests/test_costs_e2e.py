@@ -6,7 +6,6 @@ import csv
 import io
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ from api.app import create_app
 from api.cli import app as cli
 from api.settings import Settings
 from engine.store import Database, LedgerEntry, Tenant, create_key
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.comfy
 
@@ -47,23 +47,6 @@ def live(
         with app.state.services.db.session() as s:
             token, _ = create_key(s, "acme")
         yield client, {"Authorization": f"Bearer {token}"}, settings
-
-
-def wait_for(
-    client: TestClient,
-    h: Headers,
-    job_id: str,
-    pred: Callable[[dict[str, Any]], bool],
-    timeout: float = 120,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=h).json()
-        if pred(job):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; last state {job}")
-        time.sleep(0.1)
 
 
 def settled(job: dict[str, Any]) -> bool:
