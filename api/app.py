@@ -133,4 +133,19 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    _build_routes(app)
     return app
+
+
+def _build_routes(app: FastAPI) -> None:
+    """Analyse every included route now, in the thread that builds the app.
+
+    FastAPI analyses an included router's routes lazily, on the first request. The routers are
+    module-level, so their parameter declarations are shared by every app in the process, and
+    two apps serving their first requests at once (several API instances in one process)
+    analyse the same declarations concurrently, which pydantic reports as a misplaced alias.
+    A match attempt on a path no route has builds them all, once, here.
+    """
+    scope = {"type": "http", "path": "/.stencil-build-routes", "method": "GET", "root_path": ""}
+    for route in app.router.routes:
+        route.matches(scope)

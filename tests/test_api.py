@@ -394,3 +394,34 @@ def test_openapi_is_sdk_ready(api: TestClient) -> None:
             assert prop.get("description"), f"{name}.{fname} has no description"
     body = doc["paths"]["/v1/upscale"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
+
+
+def test_apps_in_one_process_serve_first_requests_concurrently(
+    make_settings: Callable[..., object],
+) -> None:
+    """Route analysis happens when an app is built, not racing on its first requests."""
+    import threading
+    from contextlib import ExitStack
+
+    from api.app import create_app
+
+    with ExitStack() as stack:
+        clients = [
+            stack.enter_context(
+                TestClient(create_app(make_settings(), start_engine=False))  # type: ignore[arg-type]
+            )
+            for _ in range(4)
+        ]
+        barrier = threading.Barrier(len(clients))
+        codes: list[int] = []
+
+        def first_request(c: TestClient) -> None:
+            barrier.wait()
+            codes.append(c.get("/v1/jobs", params={"cursor": "x"}).status_code)
+
+        threads = [threading.Thread(target=first_request, args=(c,)) for c in clients]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert codes == [401] * len(clients)
