@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from api import problems
 from api.deps import reject_unknown_query
+from api.logs import install_redaction
 from api.routes import jobs, stream, system, templates, usage, webhooks
 from api.services import Services
 from api.settings import Settings
@@ -47,8 +48,13 @@ def document_problems(schema: dict[str, Any]) -> None:
                 defaults["429"] = "Over the API key's rate limit; see `Retry-After`."
             if op.get("parameters") or op.get("requestBody"):
                 defaults["422"] = "Invalid parameters; `errors` names each field."
-            if op.get("requestBody"):
-                defaults["400"] = "The body is not valid JSON."
+            # Host: refused when output URLs would be built from it (see TrustedHosts).
+            defaults["400"] = (
+                "The body is not acceptable JSON (syntax, nesting depth, number size), or the "
+                "Host header is not a trusted name."
+                if op.get("requestBody")
+                else "The Host header is not a trusted name."
+            )
             for code, desc in defaults.items():
                 responses.setdefault(code, {"description": desc})
             for code, resp in responses.items():
@@ -67,6 +73,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app; a broken catalog raises here, before anything serves."""
     settings = settings or Settings()
+    settings.require_api_safe()
+    install_redaction()  # before anything logs: keys and signatures never reach a log line
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -102,8 +110,13 @@ def create_app(
     )
     app.state.services = services
     problems.install(app)
-    app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
+    # Added innermost first: RequestContext sees every request and every escaped error.
+    app.add_middleware(problems.BodyLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(problems.RateLimitHeaders)
+    trusted = settings.trusted_host_names
+    if trusted is not None:
+        app.add_middleware(problems.TrustedHosts, hosts=trusted)
+    app.add_middleware(problems.RequestContext)
     app.include_router(system.router)
     app.include_router(templates.router)
     jobs.add_template_routes(app, services)

@@ -1,8 +1,12 @@
-"""RFC 9457 problem responses for every error, and the request body cap."""
+"""RFC 9457 problem responses for every error, and the middleware that guards the edge: a
+request id on every request (and in every 500), trusted Host headers, body size and JSON
+limits, and the rate-limit headers."""
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,18 +14,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.errors import PayloadTooLarge, StencilError, problem, problem_of
+from api.jsonbody import parse_json
+from engine.errors import BadRequest, PayloadTooLarge, StencilError, problem, problem_of
 
 log = logging.getLogger("stencil.api")
 PROBLEM_JSON = "application/problem+json"
+# A request id a client or proxy sends is kept when it is this tame; otherwise one is made.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+JSON_BODY = "stencil.json_body"  # where BodyLimits leaves the parsed JSON body in scope state
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     """A JSONResponse with the problem media type."""
     return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_JSON)
+
+
+def request_id(scope: Scope) -> str:
+    """The id RequestContext gave this request ("-" outside one)."""
+    return str(scope.get("state", {}).get("request_id", "-"))
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -32,12 +46,16 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Register the exception handlers (found by class) on an app."""
+    """Register the exception handlers (found by class) on an app.
+
+    Anything else that escapes is answered by RequestContext, with the request id.
+    """
 
     @app.exception_handler(StencilError)
     async def _stencil(request: Request, e: StencilError) -> JSONResponse:
         if e.status >= 500:
-            log.error("%s on %s: %s", e.type, request.url.path, e.detail)
+            rid = request_id(request.scope)
+            log.error("%s on %s [request %s]: %s", e.type, request.url.path, rid, e.detail)
         headers = dict(e.headers)
         if e.status == 503:
             headers.setdefault("Retry-After", "5")  # a 503 always says when to come back
@@ -55,8 +73,8 @@ def install(app: FastAPI) -> None:
             "Invalid parameters",
             422,
             f"Invalid value for: {fields}",
-            errors=errors,
             instance=request.url.path,
+            extensions={"errors": errors},
         )
         return problem_response(body)
 
@@ -89,7 +107,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _db_down(request: Request, e: Exception) -> JSONResponse:
-        log.error("database unavailable on %s: %s", request.url.path, type(e).__name__)
+        log.error(
+            "database unavailable on %s [request %s]: %s",
+            request.url.path,
+            request_id(request.scope),
+            type(e).__name__,
+        )
         body = problem(
             "service_unavailable",
             "Service unavailable",
@@ -99,21 +122,106 @@ def install(app: FastAPI) -> None:
         )
         return problem_response(body, {"Retry-After": "5"})
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
+
+def internal_error(scope: Scope) -> dict[str, Any]:
+    """The body of an unexpected 500: nothing about the failure, only the id to quote."""
+    rid = request_id(scope)
+    return problem(
+        "internal_error",
+        "Internal error",
+        500,
+        f"The server failed; it has been logged as request {rid}.",
+        instance=scope.get("path"),
+        extensions={"request_id": rid},
+    )
+
+
+class RequestContext:
+    """The outermost layer: gives each request an id, and answers whatever escaped every other
+    handler with a 500 problem carrying that id, which is also in the log line.
+
+    The error is answered here rather than re-raised to the server, so the connection stays
+    usable (a keep-alive client's next request on it does not fail too).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def watch(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception(
+                "unhandled error on %s %s [request %s]", scope.get("method"), scope.get("path"), rid
+            )
+            if not started:
+                await problem_response(internal_error(scope))(scope, receive, send)
+
+
+def _host_of(header: str) -> str:
+    """The host of a Host header, lowercased, without the port (`[::1]:8000` gives `::1`)."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1 : h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+class TrustedHosts:
+    """Refuse requests whose Host header is not a trusted name (400), when output URLs are
+    built from it: a forged Host would otherwise choose where the signed links point."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("host", "")
+        if _host_of(header) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         body = problem(
-            "internal_error",
-            "Internal error",
-            500,
-            "The server failed; it has been logged.",
-            instance=request.url.path,
+            "untrusted_host",
+            "Untrusted host",
+            400,
+            "The Host header does not name this API; use one of "
+            f"{', '.join(sorted(self.hosts))} (or set STENCIL_PUBLIC_BASE_URL).",
+            instance=scope.get("path"),
+            extensions={"field": "Host"},
         )
-        return problem_response(body)
+        await problem_response(body)(scope, receive, send)
 
 
-class BodyLimit:
-    """Refuse bodies over the cap with 413, by Content-Length or while streaming."""
+def _is_json(ctype: str) -> bool:
+    main = ctype.split(";")[0].strip().lower()
+    return main in ("", "application/json") or (
+        main.startswith("application/") and main.endswith("+json")
+    )
+
+
+class BodyLimits:
+    """The body cap (413, by Content-Length or while streaming) and, for JSON bodies, the
+    parser limits (400): a JSON body is read whole, parsed once by `api.jsonbody`, and only
+    then handed on, so no route ever meets nesting or numbers it cannot handle."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -123,15 +231,15 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._refuse(scope, receive, send)
-                    return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._answer(scope, receive, send, self._too_large())
+            return
+        has_body = declared not in ("", "0") or "transfer-encoding" in headers
+        if has_body and _is_json(headers.get("content-type", "")):
+            await self._json(scope, receive, send)
+            return
         seen = 0
 
         async def limited() -> Message:
@@ -141,20 +249,50 @@ class BodyLimit:
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
                     # Raised inside the route's body read, so the problem handler answers 413.
-                    raise PayloadTooLarge(f"The request body is over {self.max_bytes} bytes.")
+                    raise self._too_large()
             return msg
 
         await self.app(scope, limited, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = problem(
-            "payload_too_large",
-            "Payload too large",
-            413,
-            f"The request body is over {self.max_bytes} bytes.",
-            instance=scope.get("path"),
-        )
-        await problem_response(body)(scope, receive, send)
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"The request body is over {self.max_bytes} bytes.")
+
+    async def _json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the client left; nobody to answer
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._answer(scope, receive, send, self._too_large())
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        if raw:
+            try:
+                scope.setdefault("state", {})[JSON_BODY] = parse_json(raw)
+            except BadRequest as e:
+                await self._answer(scope, receive, send, e)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _answer(scope: Scope, receive: Receive, send: Send, e: StencilError) -> None:
+        await problem_response(problem_of(e, scope.get("path")))(scope, receive, send)
 
 
 class RateLimitHeaders:

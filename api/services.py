@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,35 @@ from engine.worker import WorkerContext
 log = logging.getLogger("stencil.services")
 
 
+class StreamSlots:
+    """Open Server-Sent Event streams per API key in this process, at most `per_key` each.
+
+    Each open stream polls the job store, so an unbounded number from one key would slow every
+    other tenant's reads. Only the event loop touches the counts, so they need no lock.
+    """
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._open: Counter[str] = Counter()
+
+    def take(self, key_id: str) -> bool:
+        """Hold a slot for the key; False when it already holds them all."""
+        if self._open[key_id] >= self.per_key:
+            return False
+        self._open[key_id] += 1
+        return True
+
+    def give(self, key_id: str) -> None:
+        """Release a slot `take` granted."""
+        self._open[key_id] -= 1
+        if self._open[key_id] <= 0:
+            del self._open[key_id]
+
+    def open(self, key_id: str) -> int:
+        """How many streams the key holds open now."""
+        return self._open.get(key_id, 0)
+
+
 @dataclass
 class Services:
     """Database, storage, catalog, engine and runner of one API process."""
@@ -45,9 +75,11 @@ class Services:
     comfy_process: ComfyProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: CollectorRegistry = field(init=False)
+    streams: StreamSlots = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = registry_for(self.db, self._comfy_restarts)
+        self.streams = StreamSlots(self.settings.streams_per_key)
 
     def _comfy_restarts(self) -> int:
         return self.comfy_process.restarts if self.comfy_process is not None else 0

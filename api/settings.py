@@ -33,7 +33,19 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `stencil serve` binds.")
     port: int = Field(default=8000, description="Port `stencil serve` binds.")
     public_base_url: str = Field(
-        default="", description="Base of local file URLs; empty: the request's own base URL."
+        default="",
+        description=(
+            "Base of local file URLs (`https://api.example.com`); required in production. "
+            "Empty: the request's own base URL, from a Host header in STENCIL_TRUSTED_HOSTS."
+        ),
+    )
+    trusted_hosts: str = Field(
+        default="",
+        description=(
+            "Host names (comma-separated) a request's Host header may carry; others are a 400. "
+            "Empty: with STENCIL_PUBLIC_BASE_URL set, any; without it, localhost, 127.0.0.1, "
+            "::1 and STENCIL_HOST."
+        ),
     )
 
     runner: Literal["local", "modal"] = Field(default="local", description="Where jobs run.")
@@ -74,6 +86,13 @@ class Settings(BaseSettings):
         default="", description="Bearer token `/metrics` requires; empty: open (scrape privately)."
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    streams_per_key: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Server-Sent Event streams one API key may hold open at once, per API "
+        "process (429 past it).",
+    )
 
     modal_warmup: bool = Field(
         default=False,
@@ -180,6 +199,18 @@ class Settings(BaseSettings):
         parse_allow(v)
         return v
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not v:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"{v!r}: expected an http(s) URL with a host and no query")
+        return v
+
     @model_validator(mode="after")
     def _safe(self) -> Settings:
         if self.env == "production":
@@ -195,6 +226,28 @@ class Settings(BaseSettings):
         if self.storage == "s3" and not self.s3_bucket:
             raise SettingsError("STENCIL_S3_BUCKET is required when STENCIL_STORAGE=s3")
         return self
+
+    def require_api_safe(self) -> None:
+        """What serving the API in production needs on top of `_safe` (the GPU workers and the
+        CLI share these settings but build no URLs): a fixed public base URL, so no request
+        header ever chooses where output links point."""
+        if self.env == "production" and not self.public_base_url:
+            raise SettingsError(
+                "unsafe production settings: STENCIL_PUBLIC_BASE_URL is required to serve the API"
+            )
+
+    @cached_property
+    def trusted_host_names(self) -> frozenset[str] | None:
+        """The Host header values requests may carry; None: any (URLs do not depend on it)."""
+        names = {h.strip().lower().strip("[]") for h in self.trusted_hosts.split(",") if h.strip()}
+        if names:
+            return frozenset(names)
+        if self.public_base_url:
+            return None
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.host not in ("", "0.0.0.0", "::"):  # noqa: S104 - a bind address, compared
+            names.add(self.host.lower().strip("[]"))
+        return frozenset(names)
 
     @cached_property
     def db_url(self) -> str:

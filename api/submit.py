@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from typing import Any
 
 from fastapi import Request
@@ -13,11 +12,19 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
+from api.jsonbody import parse_json
+from api.problems import JSON_BODY
 from api.services import Services
 from engine import idempotency as idem
 from engine.budgets import check_budget
 from engine.catalog import Template
-from engine.errors import BadRequest, InvalidMedia, InvalidParams, UnsupportedMediaType
+from engine.errors import (
+    BudgetExceeded,
+    InvalidMedia,
+    InvalidParams,
+    QuotaExceeded,
+    UnsupportedMediaType,
+)
 from engine.media import CheckedImage, check_image, decode_data_url, is_url
 from engine.params import resolve_params, validate_params
 from engine.render import GraphError
@@ -49,11 +56,9 @@ async def read_body(request: Request, t: Template) -> Body:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = Body()
     if ctype in ("application/json", ""):
-        raw = await request.body()
-        try:
-            data = json.loads(raw or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadRequest(f"The body is not valid JSON: {e}", extra={"field": "body"}) from None
+        # Parsed once, within the parser limits, by the BodyLimits middleware.
+        state = request.scope.get("state", {})
+        data = state[JSON_BODY] if JSON_BODY in state else parse_json(await request.body())
         if not isinstance(data, dict):
             raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
         body.data = data
@@ -147,20 +152,19 @@ def check_media(
     return checked
 
 
-def _active_count(services: Services, tenant_id: str) -> int:
+def _quota_and_active(services: Services, tenant_id: str) -> tuple[int, int]:
     from sqlalchemy import func, select
 
-    from engine.store import ACTIVE
+    from engine.store import ACTIVE, Tenant
 
     with services.db.session() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
-            )
-            or 0
+        own = s.scalar(select(Tenant.active_job_quota).where(Tenant.id == tenant_id))
+        active = s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
         )
+    return (own if own is not None else services.settings.active_job_quota), int(active or 0)
 
 
 def _check_budget(services: Services, tenant_id: str) -> None:
@@ -168,10 +172,9 @@ def _check_budget(services: Services, tenant_id: str) -> None:
         check_budget(s, tenant_id)
 
 
-async def _check_quota(services: Services, tenant_id: str, quota: int) -> None:
-    if await asyncio.to_thread(_active_count, services, tenant_id) >= quota:
-        from engine.errors import QuotaExceeded
-
+async def _check_quota(services: Services, tenant_id: str) -> None:
+    quota, active = await asyncio.to_thread(_quota_and_active, services, tenant_id)
+    if active >= quota:
         raise QuotaExceeded(
             f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
             extra={"limit": quota},
@@ -210,16 +213,42 @@ async def submit(
     values = validate_params(model, body.data, strict=body.is_json)
     route = f"POST /v{t.major}/{t.name}"
     fp = _request_fingerprint(route, values, body) if idempotency_key else ""
-    if idempotency_key:
-        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
-        if earlier is not None:
-            return earlier, True
+
+    async def replayed() -> Job | None:
+        if not idempotency_key:
+            return None
+        return await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+
+    # A retry gets its original job before any limit is consulted, and again when a limit (or
+    # the key's unique index) refuses it: its twin may have committed in between, and may be
+    # the very job that filled the quota.
+    earlier = await replayed()
+    if earlier is not None:
+        return earlier, True
+    try:
+        return await _create(services, t, principal, body, values, route, fp, idempotency_key)
+    except (QuotaExceeded, BudgetExceeded, IntegrityError):
+        earlier = await replayed()
+        if earlier is None:
+            raise
+        return earlier, True
+
+
+async def _create(
+    services: Services,
+    t: Template,
+    principal: Principal,
+    body: Body,
+    values: dict[str, Any],
+    route: str,
+    fp: str,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
     webhook_url = values.pop("webhook_url", None)
     if webhook_url:
         await check_webhook_url(services, webhook_url)
-    quota = services.settings.active_job_quota
     # Cheap early refusals, so a tenant over quota or budget costs no fetch and stores nothing.
-    await _check_quota(services, principal.tenant_id, quota)
+    await _check_quota(services, principal.tenant_id)
     await asyncio.to_thread(_check_budget, services, principal.tenant_id)
     if body.urls:
         await fetch_urls(services, t, body)
@@ -279,18 +308,9 @@ async def submit(
                     services.settings.idempotency_ttl_s,
                     job_id=job.id,
                 )
-            return insert_job(s, job, quota)
+            return insert_job(s, job, services.settings.active_job_quota)
 
-    try:
-        stored = await asyncio.to_thread(store)
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        # A concurrent request with the same key won; answer with its job.
-        earlier = await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
-        if earlier is None:
-            raise
-        return earlier, True
+    stored = await asyncio.to_thread(store)
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:

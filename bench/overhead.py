@@ -73,6 +73,7 @@ def run(url: str, a: argparse.Namespace, home: Path) -> None:
         active_job_quota=1000,
         rate_limit_write="100000/minute",
         rate_limit_read="100000/minute",
+        trusted_hosts="testserver",
     )
     app = create_app(settings)
     services = app.state.services

@@ -13,6 +13,7 @@ StencilError
 ├── UnsupportedMediaType (415)  unsupported_media_type
 ├── QuotaExceeded (429)         quota_exceeded     (Retry-After)
 ├── RateLimited (429)           rate_limited       (Retry-After, RateLimit-*)
+├── TooManyStreams (429)        too_many_streams   (the key's open event streams; Retry-After)
 ├── ServiceUnavailable (503)    service_unavailable
 └── JobFailure                  the error recorded on a failed job (never raised to a client)
     ├── EngineUnavailable       comfyui_unavailable
@@ -23,6 +24,7 @@ StencilError
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 PROBLEM_BASE = "https://stencil.dev/problems/"
@@ -108,6 +110,10 @@ class RateLimited(StencilError):
     status, type, title = 429, "rate_limited", "Rate limit exceeded"
 
 
+class TooManyStreams(StencilError):
+    status, type, title = 429, "too_many_streams", "Too many open streams"
+
+
 class ServiceUnavailable(StencilError):
     status, type, title = 503, "service_unavailable", "Service unavailable"
 
@@ -137,21 +143,40 @@ class WorkerLost(JobFailure):
     type, title = "worker_lost", "The worker running the job disappeared"
 
 
-def problem(err_type: str, title: str, status: int, detail: str, **extra: Any) -> dict[str, Any]:
-    """The one builder of RFC 9457 problem bodies."""
+# The members RFC 9457 defines; the builder sets them, and no extension member can replace one.
+STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
+
+def problem(
+    err_type: str,
+    title: str,
+    status: int,
+    detail: str,
+    *,
+    instance: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one builder of RFC 9457 problem bodies.
+
+    Extension members come as a mapping, never as keyword arguments, so an extension named like
+    a standard member (`status`, `type`) cannot collide with the builder's own parameters; the
+    standard members are written last and always win. Name extensions for what they are
+    (`job_status`, not `status`).
+    """
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + err_type,
         "title": title,
         "status": status,
         "detail": detail,
     }
-    body.update(extra)
+    if instance is not None:
+        body["instance"] = instance
+    for k, v in (extensions or {}).items():
+        if k not in STANDARD_MEMBERS:
+            body[str(k)] = v
     return body
 
 
 def problem_of(e: StencilError, instance: str | None = None) -> dict[str, Any]:
     """The problem body for an exception."""
-    extra = dict(e.extra)
-    if instance:
-        extra["instance"] = instance
-    return problem(e.type, e.title, e.status, e.detail, **extra)
+    return problem(e.type, e.title, e.status, e.detail, instance=instance, extensions=e.extra)

@@ -81,6 +81,38 @@ def parse_ports(text: str) -> frozenset[int]:
     return ports
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def canonical_host(url: str, host: str) -> str:
+    """The URL's host as the ASCII name both the resolver and the HTTP client will use.
+
+    The resolver (`getaddrinfo`, and ssrfguard's checks, through Python's IDNA 2003 codec with
+    its NFKC mapping) and the HTTP client (httpx, through the strict IDNA 2008 `idna` package)
+    read non-ASCII hosts differently: full-width or other non-ASCII digits (`１２７.０.０.１`,
+    `example１.com`) resolve, then fail to connect; `straße.de` resolves as `strasse.de` but
+    connects as `xn--strae-oqa.de`. A host is accepted only when both read it as the same
+    ASCII name, which is what every later check and the connection use; anything else is
+    refused here, at submit and at every delivery, instead of failing later.
+    """
+    if not host:
+        raise UrlRefused("the URL has no host")
+    try:
+        client = httpx.URL(url).raw_host.decode("ascii").lower()
+    except (httpx.InvalidURL, ValueError) as e:
+        raise UrlRefused(f"host {host!r} is not a valid host name ({e})") from None
+    try:
+        resolver = host.lower() if host.isascii() else host.encode("idna").decode("ascii").lower()
+    except ValueError:
+        raise UrlRefused(f"host {host!r} is not a valid host name") from None
+    if client != resolver:
+        raise UrlRefused(
+            f"host {host!r} has no single ASCII form (the resolver reads {resolver!r}, the "
+            f"HTTP client {client!r}); write it in ASCII, IDN labels as punycode (xn--)"
+        )
+    return client
+
+
 def _host_rules(host: str) -> None:
     """Stencil's rules on a host name, on top of ssrfguard's (which refuses literals and
     encodings it can decode)."""
@@ -155,6 +187,8 @@ class UrlGuard:
         """Everything decidable without I/O: scheme, credentials, port, host shape, literals."""
         if len(url) > 2048:
             raise UrlRefused("the URL is longer than 2048 characters")
+        if _CONTROL.search(url):
+            raise UrlRefused("the URL contains a control character")
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -166,10 +200,11 @@ class UrlGuard:
             raise UrlRefused(f"scheme {scheme or 'none'!r} is not accepted; use {allowed}")
         if "@" in parts.netloc:
             raise UrlRefused("credentials in the URL are not accepted")
-        _host_rules(parts.hostname or "")
+        host = canonical_host(url, parts.hostname or "")
+        _host_rules(host)
         port = port or (443 if scheme == "https" else 80)
         if port not in self.ports:
-            host = (parts.hostname or "").strip("[]")
+            host = host.strip("[]")
             try:
                 ip = ipaddress.ip_address(host)
             except ValueError:
@@ -239,7 +274,8 @@ class UrlGuard:
             ) from None
         except httpx.TimeoutException:
             raise InvalidMedia(field, "fetching the URL timed out") from None
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, ValueError) as e:
+            # InvalidURL and ValueError: a redirect's Location the client cannot use.
             raise InvalidMedia(field, f"fetching the URL failed: {type(e).__name__}") from None
         return check_image(field, data, formats=formats, max_bytes=max_bytes, max_pixels=max_pixels)
 

@@ -84,7 +84,15 @@ def check_image(
     max_bytes: int,
     max_pixels: int,
 ) -> CheckedImage:
-    """Decode with Pillow and enforce format, byte and pixel caps (bombs refused unread)."""
+    """Decode with Pillow and enforce format, byte and pixel caps (bombs refused unread).
+
+    Pixels are counted over every frame: ComfyUI's LoadImage decodes them all (an animated PNG
+    or WebP becomes a batch), so a small file with many large frames costs the shared engine
+    what its frames cost, not what its first frame does. Animated images are refused outright
+    (a template's image param is one image; a batch of frames would only fail later at the
+    output limit, after the engine paid for it); the count comes from the header, before any
+    pixel is decoded.
+    """
     if len(data) > max_bytes:
         raise InvalidMedia(field, f"image is {len(data)} bytes; the limit is {max_bytes}")
     if not data:
@@ -99,9 +107,18 @@ def check_image(
                     field, f"format {fmt or 'unknown'} is not accepted; use {', '.join(formats)}"
                 )
             w, h = img.size
-            # The header's size is checked before any pixel is decoded.
-            if w * h > max_pixels:
-                raise InvalidMedia(field, f"image is {w}x{h}; the limit is {max_pixels} pixels")
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            # The header's size and frame count are checked before any pixel is decoded.
+            if w * h * frames > max_pixels:
+                shape = f"{w}x{h}" + (f" in {frames} frames" if frames > 1 else "")
+                raise InvalidMedia(
+                    field,
+                    f"image is {shape} ({w * h * frames} pixels); the limit is {max_pixels}",
+                )
+            if frames > 1:
+                raise InvalidMedia(
+                    field, f"animated images are not accepted ({frames} frames); send one frame"
+                )
             img.load()
     except InvalidMedia:
         raise

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,12 +66,24 @@ class LocalStorage:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Write atomically: a reader never sees half a file."""
+        """Write atomically: a reader never sees half a file.
+
+        Each write has its own temporary name, so concurrent writes of one key (two requests
+        with the same input image) each rename a whole file into place and the last one wins,
+        instead of sharing one temporary file that the first rename takes from the second.
+        """
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; stored files are read like any other
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def get(self, key: str) -> bytes:
         """Read a file."""

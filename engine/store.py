@@ -41,6 +41,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from engine.bounds import bounded_utc, is_id
 from engine.errors import BadRequest, Conflict, NotFound, QuotaExceeded
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
@@ -517,8 +518,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, row_id = raw.split("|", 1)
-        at = datetime.fromisoformat(ts)
-        return (at if at.tzinfo else at.replace(tzinfo=UTC)), row_id
+        # What a cursor decodes to goes into a query: held to the edge's rules, as a path id is.
+        if not is_id(row_id):
+            raise ValueError("not an id")
+        return bounded_utc(datetime.fromisoformat(ts)), row_id
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("The cursor is not valid.", extra={"field": "cursor"}) from None
 

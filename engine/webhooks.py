@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections import Counter
@@ -320,8 +321,20 @@ def backoff(attempt: int, base_s: float, max_s: float) -> float:
 
 
 def _origin(url: str) -> str:
-    p = urlsplit(url)
-    return f"{p.hostname}:{p.port or (443 if p.scheme == 'https' else 80)}"
+    try:
+        p = urlsplit(url)
+        return f"{p.hostname}:{p.port or (443 if p.scheme == 'https' else 80)}"
+    except ValueError:  # a URL that no longer parses still gets its attempt, and its refusal
+        return url[:200]
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+RETRY_WINDOW_CLOSED = "the retry window closed"
+
+
+def _error_text(text: str) -> str:
+    """An attempt's error as either database can store it (no NUL, no surrogates, 500 chars)."""
+    return _UNPRINTABLE.sub("?", text)[:500]
 
 
 @dataclass(frozen=True)
@@ -430,26 +443,48 @@ class Dispatcher:
             for ev in due:
                 if len(out) >= n:
                     break
+                free = or_(WebhookEvent.locked_until.is_(None), WebhookEvent.locked_until < now)
+                claim = (
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id == ev.id, WebhookEvent.status == PENDING, free)
+                    .execution_options(synchronize_session=False)
+                )
+                deadline = ev.deadline_at or ev.created_at + timedelta(
+                    seconds=self.config.retry_window_s
+                )
+                if deadline <= now:
+                    # Ended here even if no attempt ever got to record its failure.
+                    s.execute(
+                        claim.values(
+                            status=FAILED,
+                            next_attempt_at=None,
+                            locked_until=None,
+                            last_error=RETRY_WINDOW_CLOSED,
+                        )
+                    )
+                    WEBHOOK_DELIVERIES.labels(event=ev.type, outcome="failed").inc()
+                    continue
                 origin = _origin(ev.url)
                 # A slow or dead receiver holds at most `per_host` slots; the rest keep flowing.
                 if busy.get(origin, 0) >= self.config.per_host:
                     continue
+                attempt = ev.attempts + 1
+                # The attempt is counted and its retry scheduled as it is claimed, not only when
+                # it is recorded: an attempt that dies before recording (a crash, a bug) is then
+                # still backed off and still ends with the window, and never sorts first again.
+                retry_at = now + timedelta(
+                    seconds=backoff(attempt, self.config.backoff_base_s, self.config.backoff_max_s)
+                )
                 taken = s.execute(
-                    update(WebhookEvent)
-                    .where(
-                        WebhookEvent.id == ev.id,
-                        WebhookEvent.status == PENDING,
-                        or_(WebhookEvent.locked_until.is_(None), WebhookEvent.locked_until < now),
+                    claim.values(
+                        locked_until=lease,
+                        attempts=WebhookEvent.attempts + 1,
+                        next_attempt_at=max(retry_at, lease),
                     )
-                    .values(locked_until=lease)
-                    .execution_options(synchronize_session=False)
                 ).rowcount  # type: ignore[attr-defined]
                 if not taken:
                     continue  # another process took it
                 busy[origin] = busy.get(origin, 0) + 1
-                deadline = ev.deadline_at or ev.created_at + timedelta(
-                    seconds=self.config.retry_window_s
-                )
                 out.append(
                     _Claimed(
                         ev.id,
@@ -458,7 +493,7 @@ class Dispatcher:
                         ev.tenant_event_id,
                         ev.url,
                         ev.payload,
-                        ev.attempts,
+                        attempt,
                         deadline,
                     )
                 )
@@ -484,6 +519,16 @@ class Dispatcher:
             self._wake.set()  # a slot is free
 
     async def _attempt(self, ev: _Claimed) -> tuple[int | None, str | None]:
+        """One POST; any failure is an outcome (status, error) to record, never an exception."""
+        try:
+            return await self._post(ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("webhook attempt for %s failed unexpectedly", ev.id, exc_info=True)
+            return None, f"{type(e).__name__}: {e}"
+
+    async def _post(self, ev: _Claimed) -> tuple[int | None, str | None]:
         assert self._client is not None
         body = json.dumps(ev.payload, separators=(",", ":"), sort_keys=True)
 
@@ -520,9 +565,9 @@ class Dispatcher:
         self, ev: _Claimed, at: datetime, code: int | None, error: str | None, ms: int
     ) -> None:
         now = utcnow()
-        attempts = ev.attempts + 1
+        attempts = ev.attempts  # counted when claimed
+        error = _error_text(error) if error is not None else None
         values: dict[str, Any] = {
-            "attempts": attempts,
             "locked_until": None,
             "last_status_code": code,
             "last_error": error,

@@ -122,6 +122,8 @@ def make_settings(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
             "catalog": ROOT / "catalog.yaml",
             "database_url": db_url,
             "url_signing_secret": "test-secret",
+            # TestClient's Host; real servers in tests answer on 127.0.0.1 (trusted by default).
+            "trusted_hosts": "testserver,127.0.0.1,localhost",
         }
         base.update(kw)
         return Settings(_env_file=None, **base)  # type: ignore[call-arg]

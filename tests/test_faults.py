@@ -298,6 +298,7 @@ def test_database_unavailable_is_503_and_the_service_recovers(
             catalog=ROOT / "catalog.yaml",
             database_url=private_pg.url,
             url_signing_secret="t",
+            trusted_hosts="testserver",
             url_allow_http=True,
             url_allow=f"127.0.0.1:{hook.port}",
             webhook_poll_interval_s=0.2,

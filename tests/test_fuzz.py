@@ -37,6 +37,7 @@ APP = create_app(
         catalog=ROOT / "catalog.yaml",
         database_url=f"sqlite:///{_HOME / 'stencil.db'}",
         url_signing_secret="fuzz",
+        trusted_hosts="testserver",
         active_job_quota=100_000,
         rate_limit_write="100000/minute",
         rate_limit_read="100000/minute",

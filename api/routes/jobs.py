@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from api import schemas
 from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
+from api.edge import CursorQuery, JobIdPath, TemplateFilter
 from api.services import Services
 from api.submit import submit
 from engine.catalog import Template
@@ -178,7 +179,7 @@ def _add_template_route(
 
 @router.get("/jobs/{job_id}", response_model=schemas.Job, name="get_job", responses=PROBLEMS)
 async def read_job(
-    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+    job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> schemas.Job:
     """Read a job: status, progress, timings and freshly signed output URLs."""
 
@@ -201,13 +202,11 @@ async def list_my_jobs(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="From `next_cursor`.")] = None,
+    cursor: CursorQuery = None,
     status: Annotated[
         schemas.JobStatus | None, Query(description="Only jobs in this status.")
     ] = None,
-    template: Annotated[
-        str | None, Query(max_length=40, description="Only jobs of this template.")
-    ] = None,
+    template: TemplateFilter = None,
 ) -> schemas.JobList:
     """The caller's jobs, newest first, with cursor pagination."""
 
@@ -229,7 +228,7 @@ async def list_my_jobs(
     responses={**PROBLEMS, 409: {"model": schemas.Problem, "description": "Already finished."}},
 )
 async def cancel_job(
-    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+    job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> schemas.Job:
     """Cancel a job: a queued job never starts; a running one is interrupted in ComfyUI."""
 
@@ -253,7 +252,9 @@ async def cancel_job(
         if was in ("queued", "running", CANCELLED):
             break
         if was in TERMINAL:
-            raise Conflict(f"Job {job_id} already finished as {was}.", extra={"status": was})
+            raise Conflict(
+                f"Job {job_id} already finished as {was}.", extra={"job_status": was}
+            )
 
     def reload() -> Job:
         with services.db.session() as s:

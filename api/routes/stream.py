@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
+from api import schemas
 from api.deps import PrincipalDep, ServicesDep
+from api.edge import JobIdPath
 from api.routes.jobs import PROBLEMS, job_view
+from engine.errors import TooManyStreams
 from engine.store import TERMINAL, Job, get_job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -25,6 +30,11 @@ PING_S = 15  # keeps proxies from closing an idle stream
     response_class=EventSourceResponse,
     responses={
         **PROBLEMS,
+        429: {
+            "model": schemas.Problem,
+            "description": "The key already holds its limit of open streams (or its rate "
+            "limit); see `Retry-After`.",
+        },
         200: {
             "description": (
                 "`text/event-stream`. Each event is named `job` and carries the job as JSON "
@@ -36,7 +46,7 @@ PING_S = 15  # keeps proxies from closing an idle stream
     },
 )
 async def stream_job_events(
-    job_id: str, request: Request, principal: PrincipalDep, services: ServicesDep
+    job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> EventSourceResponse:
     """Follow a job: progress and state changes as Server-Sent Events, ending when it is done."""
 
@@ -45,6 +55,14 @@ async def stream_job_events(
             return get_job(s, principal.tenant_id, job_id)
 
     first = await asyncio.to_thread(load)  # 404 before the stream starts, as a problem
+    slots, key_id = services.streams, principal.key_id
+    if not slots.take(key_id):
+        raise TooManyStreams(
+            f"This API key already has {slots.per_key} event streams open; close one, or poll "
+            "GET /v1/jobs/{id}.",
+            extra={"limit": slots.per_key},
+            headers={"Retry-After": "5"},
+        )
     t = services.catalog.get(first.template, int(first.template_version.split(".")[0]))
     # A stream never outlives the job's own limits (plus a margin for the final write).
     limit_s = (t.limits.max_queue_seconds + t.limits.max_run_seconds if t else 900) + 60
@@ -65,4 +83,18 @@ async def stream_job_events(
             await asyncio.sleep(POLL_S)
             job = await asyncio.to_thread(load)
 
-    return EventSourceResponse(events(), ping=PING_S)
+    return _HeldStream(events(), ping=PING_S, release=lambda: slots.give(key_id))
+
+
+class _HeldStream(EventSourceResponse):
+    """An event stream that gives its slot back however it ends (done, disconnect, error)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

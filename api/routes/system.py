@@ -60,7 +60,7 @@ async def ready(services: ServicesDep) -> schemas.Ready:
 async def download_file(
     key: str,
     services: ServicesDep,
-    expires: Annotated[int, Query(description="Expiry, unix seconds.")],
+    expires: Annotated[int, Query(ge=0, le=2**40, description="Expiry, unix seconds.")],
     signature: Annotated[str, Query(max_length=128, description="HMAC signature.")],
 ) -> Response:
     """A local-storage file behind an HMAC-signed, expiring URL (no API key needed)."""

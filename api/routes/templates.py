@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api import schemas
 from api.deps import PrincipalDep, ServicesDep
+from api.edge import TemplateNamePath
 from api.services import Services
 from engine.catalog import Template
 from engine.errors import NotFound
@@ -67,7 +68,9 @@ async def list_templates(_: PrincipalDep, services: ServicesDep) -> schemas.Temp
     name="get_template",
     responses={404: {"model": schemas.Problem, "description": "No such template."}},
 )
-async def get_template(name: str, _: PrincipalDep, services: ServicesDep) -> schemas.TemplateInfo:
+async def get_template(
+    name: TemplateNamePath, _: PrincipalDep, services: ServicesDep
+) -> schemas.TemplateInfo:
     """One template (its newest major version)."""
     t = services.catalog.get(name)
     if t is None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from api import schemas
 from api.deps import AdminDep, PrincipalDep, ServicesDep
+from api.edge import EndQuery, StartQuery, TenantFilter
 from api.services import Services
 from engine.budgets import budget_status
 from engine.errors import InvalidParams, NotFound
@@ -27,39 +26,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _iso_only(v: object) -> object:
-    # pydantic would read a bare number as a unix time; the API documents ISO 8601 only.
-    if isinstance(v, str) and re.fullmatch(r"[\d.eE+-]+", v.strip()) and not _ISO_DATE.match(v):
-        raise ValueError("expected an ISO 8601 date or date-time")
-    return v
-
-
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-
-StartQ = Annotated[
-    datetime | None,
-    BeforeValidator(_iso_only),
-    Query(
-        description="Start (inclusive), an ISO date or date-time; UTC when no offset is given. "
-        "Default: the first day of this month."
-    ),
-]
-EndQ = Annotated[
-    datetime | None,
-    BeforeValidator(_iso_only),
-    Query(description="End (exclusive), an ISO date or date-time. Default: now."),
-]
-
-
-def _utc(d: datetime) -> datetime:
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
-
-
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """The [start, end) range in UTC, with the defaults; 422 naming the field if inverted."""
+    """The [start, end) range in UTC (the edge has bounded and converted both), with the
+    defaults; 422 naming the field if inverted."""
     now = datetime.now(UTC)
-    s = _utc(start) if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    e = _utc(end) if end else now
+    s = start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    e = end or now
     if s >= e:
         raise InvalidParams([{"field": "start", "message": "start must be before end"}])
     return s, e
@@ -102,8 +74,8 @@ def _report(
 async def get_usage(
     principal: PrincipalDep,
     services: ServicesDep,
-    start: StartQ = None,
-    end: EndQ = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
     group_by: Annotated[
         Literal["template", "day", "gpu_class"], Query(description="How to group the totals.")
     ] = "template",
@@ -129,15 +101,13 @@ async def get_usage(
 async def get_admin_usage(
     _: AdminDep,
     services: ServicesDep,
-    start: StartQ = None,
-    end: EndQ = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
     group_by: Annotated[
         Literal["tenant", "template", "day", "gpu_class"],
         Query(description="How to group the totals."),
     ] = "tenant",
-    tenant: Annotated[
-        str | None, Query(max_length=100, description="Only this tenant (by name).")
-    ] = None,
+    tenant: TenantFilter = None,
 ) -> schemas.Usage:
     """Usage across all tenants (admin scope), including what the platform absorbed."""
     s, e = resolve_range(start, end)

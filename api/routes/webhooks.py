@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api import schemas
 from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
+from api.edge import CursorQuery, EventIdPath, EventTypeFilter, JobIdPath
 from api.routes.jobs import PROBLEMS
 from api.services import Services
 from api.submit import check_webhook_url
@@ -143,7 +144,7 @@ def _delivery(ev: WebhookEvent, attempts: list[Any]) -> schemas.WebhookDelivery:
     responses=PROBLEMS,
 )
 async def list_job_webhooks(
-    job_id: str, principal: PrincipalDep, services: ServicesDep
+    job_id: JobIdPath, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """A job's webhook deliveries and every attempt (the delivery log)."""
 
@@ -165,7 +166,7 @@ async def list_job_webhooks(
     },
 )
 async def replay_job_webhooks(
-    job_id: str,
+    job_id: JobIdPath,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -296,10 +297,8 @@ async def list_events(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="From `next_cursor`.")] = None,
-    type: Annotated[
-        str | None, Query(max_length=60, description="Only events of this type.")
-    ] = None,
+    cursor: CursorQuery = None,
+    type: EventTypeFilter = None,
 ) -> dict[str, Any]:
     """The tenant's account events (`budget.threshold`), newest first, each with its webhook
     delivery status and attempts."""
@@ -323,7 +322,7 @@ async def list_events(
     responses=EVENT_PROBLEMS,
 )
 async def get_event(
-    event_id: str, principal: PrincipalDep, services: ServicesDep
+    event_id: EventIdPath, principal: PrincipalDep, services: ServicesDep
 ) -> dict[str, Any]:
     """One account event with its webhook delivery status and attempts."""
 
@@ -346,7 +345,7 @@ async def get_event(
     },
 )
 async def replay_event(
-    event_id: str,
+    event_id: EventIdPath,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
