@@ -21,6 +21,7 @@ MAX_NUMBER_CHARS = 100  # one number literal; a 64-bit integer takes 20, a doubl
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
 # A \u escape of a UTF-16 surrogate, preceded by an even number of backslashes (so the `\u` is
 # an escape, not an escaped backslash followed by the letter u).
 _SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u[dD][89a-fA-F]")
@@ -58,7 +59,8 @@ def depth_of(text: str) -> int:
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     depth = 0
     while brackets and depth <= MAX_DEPTH:
-        brackets = brackets.replace("[]", "").replace("{}", "")
+        # One substitution per pass, so `{[]}` loses one level here, not two.
+        brackets = _INNERMOST.sub("", brackets)
         depth += 1
     return depth
 
