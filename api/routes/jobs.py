@@ -252,9 +252,7 @@ async def cancel_job(
         if was in ("queued", "running", CANCELLED):
             break
         if was in TERMINAL:
-            raise Conflict(
-                f"Job {job_id} already finished as {was}.", extra={"job_status": was}
-            )
+            raise Conflict(f"Job {job_id} already finished as {was}.", extra={"job_status": was})
 
     def reload() -> Job:
         with services.db.session() as s:
