@@ -20,6 +20,21 @@ from engine.store import TERMINAL, Job, get_job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
+EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One Server-Sent Event.",
+    "properties": {
+        "event": {"type": "string", "const": "job", "description": "Always `job`."},
+        "id": {"type": "string", "description": "`status:progress` of the job when sent."},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The job as JSON: the body `GET /v1/jobs/{id}` answers.",
+        },
+    },
+    "required": ["event", "data"],
+}
+
 POLL_S = 0.25  # how often the stream looks at the job row (any process may change it)
 PING_S = 15  # keeps proxies from closing an idle stream
 
@@ -41,7 +56,8 @@ PING_S = 15  # keeps proxies from closing an idle stream
                 "(the same body as `GET /v1/jobs/{id}`), sent when its status or progress "
                 "changes; the stream ends after the terminal state."
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # OpenAPI 3.1 without `itemSchema`: `schema` describes one event.
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         },
     },
 )
