@@ -42,6 +42,7 @@ from tests.conftest import PG_URL, _fresh_pg_database
 from tests.hostile import hostile_case
 from tests.netfixtures import fake_resolver
 
+pytestmark = pytest.mark.fuzz
 ROOT = Path(__file__).resolve().parents[1]
 # Valid-by-schema data that the API still refuses is by design where a string carries more
 # than JSON Schema can say (an image, a cursor, a reachable webhook URL).
