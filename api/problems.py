@@ -91,6 +91,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if isinstance(e, Refused):
+            return await _stencil(request, e.error)
         kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         body = problem(
             kinds.get(e.status_code, "http_error"),
@@ -218,10 +220,21 @@ def _is_json(ctype: str) -> bool:
     )
 
 
+class Refused(StarletteHTTPException):
+    """A StencilError raised while the app reads the body, carried as an HTTPException: FastAPI
+    turns any other exception out of a body read into a bare 400, but lets these through to the
+    handler, which answers with the error's own problem."""
+
+    def __init__(self, error: StencilError) -> None:
+        super().__init__(error.status, error.detail)
+        self.error = error
+
+
 class BodyLimits:
     """The body cap (413, by Content-Length or while streaming) and, for JSON bodies, the
-    parser limits (400): a JSON body is read whole, parsed once by `api.jsonbody`, and only
-    then handed on, so no route ever meets nesting or numbers it cannot handle."""
+    parser limits (400, `api.jsonbody`), checked as the app reads the body: a JSON body is
+    parsed once, when its last byte arrives, before any route code sees it; a request refused
+    earlier (no key, over its rate limit) is never read, let alone parsed."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -234,65 +247,34 @@ class BodyLimits:
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._answer(scope, receive, send, self._too_large())
+            error = PayloadTooLarge(f"The request body is over {self.max_bytes} bytes.")
+            await problem_response(problem_of(error, scope.get("path")))(scope, receive, send)
             return
-        has_body = declared not in ("", "0") or "transfer-encoding" in headers
-        if has_body and _is_json(headers.get("content-type", "")):
-            await self._json(scope, receive, send)
-            return
+        is_json = _is_json(headers.get("content-type", ""))
+        chunks: list[bytes] = []
         seen = 0
 
         async def limited() -> Message:
             nonlocal seen
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    # Raised inside the route's body read, so the problem handler answers 413.
-                    raise self._too_large()
+            if msg["type"] != "http.request":
+                return msg
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise Refused(PayloadTooLarge(f"The request body is over {self.max_bytes} bytes."))
+            if is_json:
+                chunks.append(chunk)
+                if not msg.get("more_body", False) and seen:
+                    raw = b"".join(chunks)
+                    chunks.clear()
+                    try:
+                        scope.setdefault("state", {})[JSON_BODY] = parse_json(raw)
+                    except BadRequest as e:
+                        raise Refused(e) from None
             return msg
 
         await self.app(scope, limited, send)
-
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"The request body is over {self.max_bytes} bytes.")
-
-    async def _json(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return  # the client left; nobody to answer
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._answer(scope, receive, send, self._too_large())
-                return
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        raw = b"".join(chunks)
-        if raw:
-            try:
-                scope.setdefault("state", {})[JSON_BODY] = parse_json(raw)
-            except BadRequest as e:
-                await self._answer(scope, receive, send, e)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _answer(scope: Scope, receive: Receive, send: Send, e: StencilError) -> None:
-        await problem_response(problem_of(e, scope.get("path")))(scope, receive, send)
 
 
 class RateLimitHeaders:

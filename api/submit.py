@@ -56,9 +56,10 @@ async def read_body(request: Request, t: Template) -> Body:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = Body()
     if ctype in ("application/json", ""):
-        # Parsed once, within the parser limits, by the BodyLimits middleware.
+        raw = await request.body()
+        # Parsed once, within the parser limits, by BodyLimits as the body was read.
         state = request.scope.get("state", {})
-        data = state[JSON_BODY] if JSON_BODY in state else parse_json(await request.body())
+        data = state[JSON_BODY] if JSON_BODY in state else parse_json(raw)
         if not isinstance(data, dict):
             raise InvalidParams([{"field": "body", "message": "expected a JSON object"}])
         body.data = data

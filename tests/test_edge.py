@@ -141,6 +141,13 @@ def test_json_past_the_parser_limits_is_a_400_naming_the_body(
     assert api.get("/v1/jobs", headers=h).json()["data"] == []
 
 
+def test_a_request_refused_before_its_body_is_read_is_never_parsed(api: TestClient) -> None:
+    # No key: a 401 from the dependency, before the submit route reads (and parses) the body.
+    deep = ("[" * 50_000 + "]" * 50_000).encode()
+    r = api.post("/v1/txt2img", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text
+
+
 @PROPERTY
 @given(value=nested(1, MAX_DEPTH - 1), route=st.sampled_from(ROUTES))
 def test_json_within_the_limits_reaches_validation(
