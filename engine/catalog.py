@@ -179,6 +179,11 @@ class Template(_Strict):
     node_allowlist: list[str] | None = Field(
         default=None, description="Node types allowed; default: those in the graph file."
     )
+    allow_api_nodes: list[str] = Field(
+        default_factory=list,
+        description="Node types that call a paid outside service (ComfyUI marks them "
+        "`api_node`) which this template may use; every other such node is refused.",
+    )
     params: dict[Annotated[str, Field(pattern=NAME_RE)], Param]
 
     @field_validator("params")

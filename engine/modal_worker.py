@@ -32,6 +32,7 @@ from engine.catalog import Catalog
 from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.install import comfyui_version
 from engine.comfy.process import ComfyProcess
+from engine.compat import EngineIncompatible, check_catalog
 from engine.media import decode_data_url
 from engine.render import TemplateGraphs, example_params
 from engine.storage import Storage
@@ -217,11 +218,23 @@ class ModalWorker:
             log.warning("ComfyUI did not answer /system_stats after restore")
         if not version and self.config.comfyui_path is not None:
             version = comfyui_version(self.config.comfyui_path)
+        graphs = TemplateGraphs(catalog)
+        try:
+            object_info = await comfy.object_info()
+        except ComfyError:
+            log.warning("ComfyUI did not answer /object_info after restore; catalog not checked")
+        else:
+            # A container whose engine would refuse part of the catalog takes no job at all:
+            # the deploy fails loudly instead of failing customers' jobs one by one.
+            problems = check_catalog(catalog, graphs, object_info)
+            if problems:
+                await comfy.aclose()
+                raise EngineIncompatible(self.base_url, problems)
         self.ctx = WorkerContext(
             db=db,
             storage=storage,
             catalog=catalog,
-            graphs=TemplateGraphs(catalog),
+            graphs=graphs,
             comfy=comfy,
             worker_id=self.worker_id,
             on_engine_down=self._engine_down,

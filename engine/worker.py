@@ -18,6 +18,7 @@ from engine.comfy import (
     ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
+    ProgressEvent,
 )
 from engine.errors import (
     EngineUnavailable,
@@ -311,16 +312,23 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     meter.input_upload_seconds = time.monotonic() - in_t0
 
     last = 0.0
+    saw_state = False
 
-    async def on_progress(ev: Any) -> None:
-        nonlocal last
+    async def on_progress(ev: ProgressEvent) -> None:
+        nonlocal last, saw_state
         meter.on_event(ev)
         now = time.monotonic()
-        value, maximum = getattr(ev, "value", 0), getattr(ev, "max", 0)
-        if not maximum or now - last < ctx.progress_min_interval_s:
+        # progress_state (current ComfyUI) gives the whole prompt's share; older servers
+        # only the running node's steps. A server sending both is followed by the first.
+        if ev.type == "progress" and saw_state:
+            return
+        fraction = ev.fraction
+        if ev.type == "progress_state":
+            saw_state = True
+        if fraction is None or now - last < ctx.progress_min_interval_s:
             return
         last = now
-        frac = min(0.99, float(value) / float(maximum))
+        frac = min(0.99, float(fraction))
         await _db(_set, ctx.db, job.id, RUNNING, progress=frac)
 
     meter.submitted_at = time.monotonic()
