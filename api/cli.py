@@ -225,18 +225,18 @@ def comfyui_install(
 @models_app.command("synth")
 def models_synth() -> None:
     """Write random-weight stand-ins for the catalog's models (tests and the local demo)."""
-    from engine.synth import synth_checkpoint
+    from engine.synth import KINDS, synth_checkpoint
 
     settings = Settings()
     cat = load_catalog(settings.catalog)
     for m in cat.all_models():
         dest = settings.models_path / m.folder / m.name
-        if m.synth != "sd15":
+        if m.synth is None:
             out.print(f"skip {m.folder}/{m.name}: no synthetic form")
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        synth_checkpoint(dest, comfyui_path=settings.comfyui_dir)
-        out.print(f"{m.folder}/{m.name}: random-weight SD1.5 checkpoint at {dest}")
+        synth_checkpoint(dest, comfyui_path=settings.comfyui_dir, kind=m.synth)
+        out.print(f"{m.folder}/{m.name}: random-weight {KINDS[m.synth][1]} at {dest}")
 
 
 @models_app.command("fetch")

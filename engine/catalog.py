@@ -75,9 +75,10 @@ class ModelFile(_Strict):
     ] = Field(description="ComfyUI model folder.")
     url: str = Field(pattern=r"^https://", description="Where `stencil models fetch` downloads it.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the file.")
-    synth: Literal["sd15"] | None = Field(
+    synth: Literal["sd15", "lora_sd15", "esrgan"] | None = Field(
         default=None,
-        description="Architecture `stencil models synth` can generate with random weights.",
+        description="Architecture `stencil models synth` can generate with random weights: "
+        "`sd15` (checkpoint), `lora_sd15` (LoRA for it), `esrgan` (2x upscale model).",
     )
 
 
@@ -107,7 +108,7 @@ class Limits(_Strict):
 
 
 # Fields every request model carries besides the template's params.
-RESERVED_PARAMS = frozenset({"webhook_url"})
+RESERVED_PARAMS = frozenset({"webhook_url", "output_format", "quality"})
 
 ParamType = Literal["integer", "number", "string", "boolean", "enum", "image"]
 
@@ -132,6 +133,12 @@ class Param(_Strict):
     max_bytes: int | None = Field(default=None, ge=1, description="Image: byte cap.")
     max_pixels: int | None = Field(default=None, ge=1, description="Image: pixel cap.")
     formats: list[Literal["PNG", "JPEG", "WEBP"]] | None = None
+    choices: dict[str, dict[str, str | int | float | bool]] | None = Field(
+        default=None,
+        description="Enum only: the fixed values each choice stands for, the same keys for "
+        "every choice, rendered as `choices.<param>.<key>` (for example a vetted LoRA file "
+        "and its strength per style).",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Param:
@@ -162,6 +169,14 @@ class Param(_Strict):
                 raise ValueError("minimum is above maximum")
         if t == "enum" and self.default is not None and self.default not in (self.values or []):
             raise ValueError(f"default {self.default!r} is not one of values")
+        if self.choices is not None:
+            if t != "enum":
+                raise ValueError("choices apply only to enum")
+            if set(self.choices) != set(self.values or []):
+                raise ValueError("choices must list exactly the enum's values")
+            shapes = {tuple(sorted(c)) for c in self.choices.values()}
+            if len(shapes) != 1 or not next(iter(shapes)):
+                raise ValueError("every choice must set the same, non-empty keys")
         return self
 
 

@@ -116,10 +116,33 @@ def _shown(options: tuple[str, ...], limit: int = 8) -> str:
 def check_template(
     t: Template, graphs: TemplateGraphs, object_info: Mapping[str, Any]
 ) -> list[Incompatibility]:
-    """What the engine described by `object_info` would refuse in template `t`."""
+    """What the engine described by `object_info` would refuse in template `t`.
+
+    The graph is rendered with the params' examples, and once more for each value of every
+    choice param, since what a choice stands for (a LoRA file, say) is fixed data of the graph.
+    """
     label = f"{t.name}@{t.version}"
-    graph = graphs.render(t, example_params(t)).graph
     bindings = graphs.bindings(t)
+    variants = [example_params(t)]
+    for name, p in t.params.items():
+        for value in p.choices or {}:
+            variants.append({**variants[0], name: value})
+    problems: list[Incompatibility] = []
+    for params in variants:
+        graph = graphs.render(t, params).graph
+        for found in _check_graph(label, t, graph, bindings, object_info):
+            if found not in problems:
+                problems.append(found)
+    return problems
+
+
+def _check_graph(
+    label: str,
+    t: Template,
+    graph: Mapping[str, Any],
+    bindings: Mapping[tuple[str, str], str],
+    object_info: Mapping[str, Any],
+) -> list[Incompatibility]:
     problems: list[Incompatibility] = []
 
     def refuse(node: str | None, ct: str | None, inp: str | None, msg: str) -> None:
@@ -153,10 +176,8 @@ def check_template(
                 continue
             param_name = bindings.get((str(node_id), name))
             if param_name is not None:
-                problems += [
-                    Incompatibility(label, node_id, ct, name, m)
-                    for m in _param_fits(param_name, t.params[param_name], spec_or_none)
-                ]
+                for m in _param_fits(param_name, t.params[param_name], spec_or_none):
+                    refuse(node_id, ct, name, m)
             else:
                 for m in _value_fits(value, spec_or_none):
                     refuse(node_id, ct, name, m)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from engine.catalog import Param, Template
 from engine.errors import InvalidParams
+from engine.outputs import DEFAULT_FORMAT, DEFAULT_QUALITY
 
 
 def model_name(t: Template) -> str:
@@ -76,6 +77,7 @@ def build_request_model(t: Template) -> type[BaseModel]:
         ],
         None,
     )
+    fields.update(output_fields())
     model: type[BaseModel] = create_model(
         model_name(t),
         __config__=ConfigDict(extra="forbid", title=model_name(t)),
@@ -83,6 +85,44 @@ def build_request_model(t: Template) -> type[BaseModel]:
         **fields,
     )
     return model
+
+
+class OutputFormat(StrEnum):
+    """The file format of a job's output images."""
+
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+
+
+def output_fields() -> dict[str, Any]:
+    """`output_format` and `quality`: the same on every template, applied by the engine."""
+    return {
+        "output_format": (
+            Annotated[
+                OutputFormat,
+                Field(
+                    description="File format of the output images: lossless `png`, or `jpeg` "
+                    "or `webp` at `quality`. Metadata is never carried over.",
+                    examples=["webp"],
+                ),
+            ],
+            OutputFormat(DEFAULT_FORMAT),
+        ),
+        "quality": (
+            Annotated[
+                int,
+                Field(
+                    ge=1,
+                    le=100,
+                    description="Encoder quality for `jpeg` and `webp` (1-100, higher is larger "
+                    "and finer); ignored for `png`.",
+                    examples=[DEFAULT_QUALITY],
+                ),
+            ],
+            DEFAULT_QUALITY,
+        ),
+    }
 
 
 def validation_errors(e: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
