@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_templates import templates_app
 from api.settings import Settings
 from engine.catalog import CatalogError, catalog_json_schema, load_catalog
 from engine.store import Database, create_key, list_keys, revoke_key
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(templates_app, name="templates")
 
 out = Console()
 err = Console(stderr=True)

@@ -240,7 +240,16 @@ class Catalog(_Strict):
 
     @model_validator(mode="after")
     def _refs(self) -> Catalog:
+        files: dict[tuple[str, str], ModelFile] = {}
         for i, t in enumerate(self.templates):
+            for m in t.models:
+                # One file on disk serves every template naming it: they must agree on it.
+                seen = files.setdefault((m.folder, m.name), m)
+                if (seen.sha256, seen.url) != (m.sha256, m.url):
+                    raise ValueError(
+                        f"templates[{i}] ({t.name}): model {m.folder}/{m.name} is listed with "
+                        "another sha256 or url by an earlier template; one file, one entry"
+                    )
             so = t.limits.scaled_output
             if so is not None and (
                 t.params.get(so.image) is None

@@ -31,6 +31,8 @@ SAMPLERS = ["euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "ddi
 SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
 METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+LORA = "pokemon-lora-sd15.bin"
+ESRGAN = "RealESRGAN_x2plus.pth"
 
 
 def combo(options: list[str], new: bool) -> list[Any]:
@@ -80,6 +82,23 @@ def engine(new: bool, **over: Any) -> dict[str, Any]:
             },
             1,
         ),
+        "LoraLoader": node(
+            {
+                "model": ["MODEL"],
+                "clip": ["CLIP"],
+                "lora_name": combo([LORA], new),
+                "strength_model": ["FLOAT", {"min": -100.0, "max": 100.0}],
+                "strength_clip": ["FLOAT", {"min": -100.0, "max": 100.0}],
+            },
+            2,
+        ),
+        "VAEEncode": node({"pixels": ["IMAGE"], "vae": ["VAE"]}, 1),
+        "LoadImageMask": node(
+            {"image": combo(["mask.png"], new), "channel": combo(["alpha", "red"], new)}, 1
+        ),
+        "SetLatentNoiseMask": node({"samples": ["LATENT"], "mask": ["MASK"]}, 1),
+        "UpscaleModelLoader": node({"model_name": combo([ESRGAN], new)}, 1),
+        "ImageUpscaleWithModel": node({"upscale_model": ["UPSCALE_MODEL"], "image": ["IMAGE"]}, 1),
     }
     info.update(over)
     return info
@@ -91,8 +110,11 @@ def shipped() -> tuple[Catalog, TemplateGraphs]:
     return cat, TemplateGraphs(cat)
 
 
-def messages(cat: Catalog, graphs: TemplateGraphs, info: dict[str, Any]) -> list[str]:
-    return [str(p) for p in check_catalog(cat, graphs, info)]
+def messages(
+    cat: Catalog, graphs: TemplateGraphs, info: dict[str, Any], only: str | None = None
+) -> list[str]:
+    """The findings as text; `only` keeps one template's (name@version)."""
+    return [str(p) for p in check_catalog(cat, graphs, info) if only in (None, p.template)]
 
 
 @pytest.mark.parametrize("new", [False, True], ids=["old-combos", "new-combos"])
@@ -129,10 +151,12 @@ def test_each_refusal_names_template_node_input_and_value(
         "input": {"required": {"ckpt_name": combo(["other.safetensors"], new)}},
         "output": ["MODEL", "CLIP", "VAE"],
     }
-    found = messages(cat, graphs, info)
+    found = messages(cat, graphs, info, only="txt2img@1.1.0")
     assert len(found) == 2, found
+    # Every template that samples with the checkpoint is refused for the same two reasons.
+    assert len(messages(cat, graphs, info)) == 6
     sampler = next(m for m in found if "sampler_name" in m)
-    assert "template txt2img@1.0.0" in sampler
+    assert "template txt2img@1.1.0" in sampler
     assert "node 'sampler' (KSampler)" in sampler
     assert "param 'sampler' allows 'heun'" in sampler
     ckpt = next(m for m in found if "ckpt_name" in m)
@@ -164,7 +188,7 @@ def test_numeric_bounds_wider_than_the_node(shipped: tuple[Catalog, TemplateGrap
     latent["input"]["required"]["width"] = ["INT", {"min": 128, "max": 768}]
     info["EmptyLatentImage"] = latent
     found = messages(cat, graphs, info)
-    assert len(found) == 2, found
+    assert len(found) == 2, found  # only txt2img has a width param
     assert any("param 'width' admits values below the node's minimum 128" in m for m in found)
     assert any("param 'width' admits values above the node's maximum 768" in m for m in found)
 
@@ -192,6 +216,20 @@ def test_free_string_param_feeding_a_list_input(
     assert len(found) == 1 and "param 'sampler' (string) feeds a list input" in found[0]
 
 
+def test_every_choice_is_checked(shipped: tuple[Catalog, TemplateGraphs], tmp_path: Path) -> None:
+    """A style's LoRA file is fixed data of the graph: each choice is rendered and checked."""
+
+    def add_style(d: dict[str, Any]) -> None:
+        style = d["templates"][0]["params"]["style"]
+        style["values"].append("inked")
+        style["choices"]["inked"] = {"lora": "inked-lora.safetensors", "strength": 0.7}
+
+    cat = _edited_catalog(tmp_path, add_style)
+    found = messages(cat, TemplateGraphs(cat), engine(True))
+    assert len(found) == 1, found
+    assert "(LoraLoader), input 'lora_name': value 'inked-lora.safetensors' is not one" in found[0]
+
+
 def test_api_nodes_refused_unless_the_catalog_allows_them(
     shipped: tuple[Catalog, TemplateGraphs], tmp_path: Path
 ) -> None:
@@ -199,7 +237,7 @@ def test_api_nodes_refused_unless_the_catalog_allows_them(
     info = engine(True)
     info["SaveImage"] = {**info["SaveImage"], "api_node": True}
     found = messages(cat, graphs, info)
-    assert len(found) == 2  # both templates save through it
+    assert len(found) == len(cat.templates)  # every template saves through it
     assert all("calls a paid outside service (api_node)" in m for m in found)
     allowed = _edited_catalog(
         tmp_path, lambda d: [t.update(allow_api_nodes=["SaveImage"]) for t in d["templates"]]
@@ -213,9 +251,9 @@ def test_undeclared_input_is_refused(shipped: tuple[Catalog, TemplateGraphs]) ->
     ks = json.loads(json.dumps(info["KSampler"]))
     del ks["input"]["required"]["denoise"]
     info["KSampler"] = ks
-    found = messages(cat, graphs, info)
+    found = messages(cat, graphs, info, only="txt2img@1.1.0")
     assert found == [
-        "template txt2img@1.0.0, node 'sampler' (KSampler), input 'denoise': KSampler "
+        "template txt2img@1.1.0, node 'sampler' (KSampler), input 'denoise': KSampler "
         "declares no input 'denoise'"
     ]
 
@@ -290,4 +328,4 @@ def test_real_engine_refuses_what_it_would_refuse_at_run_time(
     with pytest.raises(EngineIncompatible) as info:
         with TestClient(create_app(settings)):
             pass
-    assert "txt2img@1.0.0" in str(info.value) and "euler_imaginary" in str(info.value)
+    assert "txt2img@1.1.0" in str(info.value) and "euler_imaginary" in str(info.value)
