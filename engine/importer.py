@@ -429,15 +429,17 @@ def import_workflow(
 
 def append_entry(catalog_text: str, entry: dict[str, Any]) -> str:
     """The catalog text with `entry` added to its templates (comments and order kept)."""
-    block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=96)
-    indented = "".join(
-        ("  " + line if line.strip() else line) for line in block.splitlines(keepends=True)
-    )
-    if not re.search(r"^templates:\s*$", catalog_text, re.M):
+    found = re.search(r"^templates:[ \t]*$(.*)", catalog_text, re.M | re.S)
+    if found is None:
         raise ImportRefused("the catalog has no top-level 'templates:' list to add to")
     # templates is the catalog's last top-level key by convention; append at the end.
-    tail = re.search(r"^templates:\s*$(.*)", catalog_text, re.M | re.S)
-    if tail and re.search(r"^[A-Za-z_]", tail.group(1), re.M):
+    if re.search(r"^[A-Za-z_]", found.group(1), re.M):
         raise ImportRefused("'templates:' must be the catalog's last top-level key to append to")
+    item = re.search(r"^([ \t]*)- ", found.group(1), re.M)
+    indent = item.group(1) if item else "  "  # as the file's own entries are indented
+    block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=96)
+    indented = "".join(
+        (indent + line if line.strip() else line) for line in block.splitlines(keepends=True)
+    )
     text = catalog_text if catalog_text.endswith("\n") else catalog_text + "\n"
     return text + "\n" + indented
