@@ -348,6 +348,7 @@ def verify(
     """Verify the engine: ComfyUI and its version, catalog models, custom nodes, node types."""
     import asyncio
 
+    from api.services import local_comfy
     from engine.comfy import ComfyClient, ComfyStartError
     from engine.comfy.install import comfyui_version, is_comfyui_dir
     from engine.comfy.process import ComfyProcess
@@ -367,13 +368,7 @@ def verify(
         proc: ComfyProcess | None = None
         url = settings.comfyui_url
         if not url:  # like `stencil serve`: start the local ComfyUI for the check
-            proc = ComfyProcess(
-                settings.comfyui_dir,
-                port=settings.comfyui_port or None,
-                cpu=settings.comfyui_cpu,
-                models_dir=settings.models_path,
-                log_path=(settings.home / "comfyui.log").resolve(),
-            )
+            proc = local_comfy(settings)
             await proc.start()
             await proc.wait_ready(timeout=120)
             url = proc.base_url

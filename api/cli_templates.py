@@ -21,19 +21,14 @@ err = Console(stderr=True)
 
 async def _read_object_info(settings: Settings, engine: str | None) -> dict[str, Any]:
     """`/object_info` of the engine at `engine`, else of a local ComfyUI started for it."""
+    from api.services import local_comfy
     from engine.comfy import ComfyClient
     from engine.comfy.process import ComfyProcess
 
     proc: ComfyProcess | None = None
     url = engine or settings.comfyui_url
     if not url:
-        proc = ComfyProcess(
-            settings.comfyui_dir,
-            port=settings.comfyui_port or None,
-            cpu=settings.comfyui_cpu,
-            models_dir=settings.models_path,
-            log_path=(settings.home / "comfyui.log").resolve(),
-        )
+        proc = local_comfy(settings)
         await proc.start()
         await proc.wait_ready(timeout=120)
         url = proc.base_url

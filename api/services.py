@@ -108,13 +108,7 @@ class Services:
         s = self.settings
         url = s.comfyui_url
         if not url:
-            proc = ComfyProcess(
-                s.comfyui_dir,
-                port=s.comfyui_port or None,
-                cpu=s.comfyui_cpu,
-                models_dir=s.models_path,
-                log_path=(s.home / "comfyui.log").resolve(),
-            )
+            proc = local_comfy(s)
             await proc.start()
             await proc.wait_ready(timeout=120)
             self.comfy_process = proc
@@ -201,6 +195,17 @@ def _installed_version(s: Settings) -> str | None:
         return comfyui_version(s.comfyui_dir)
     except Exception:
         return None
+
+
+def local_comfy(s: Settings) -> ComfyProcess:
+    """The local ComfyUI subprocess the settings describe (not started)."""
+    return ComfyProcess(
+        s.comfyui_dir,
+        port=s.comfyui_port or None,
+        cpu=s.comfyui_cpu,
+        models_dir=s.models_path,
+        log_path=(s.home / "comfyui.log").resolve(),
+    )
 
 
 def make_guard(s: Settings, resolver: Any = None) -> UrlGuard:
