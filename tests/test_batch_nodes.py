@@ -159,3 +159,63 @@ def test_row_spans_and_bad_input() -> None:
     assert row_spans([1, 2, 1]) == [(0, 1), (1, 3), (3, 4)]
     with pytest.raises(ValueError):
         row_spans([1, 0])
+
+
+def test_engine_and_nodes_agree_on_batchable_samplers() -> None:
+    from engine import batching
+
+    assert batching.BATCHABLE_SAMPLERS == BATCHABLE_SAMPLERS
+
+
+def _txt2img(params: dict[str, Any]) -> dict[str, Any]:
+    from engine.catalog import load_catalog
+    from engine.render import TemplateGraphs
+
+    cat = load_catalog(ROOT / "catalog.yaml")
+    t = cat.get("txt2img")
+    assert t is not None
+    base = {
+        "negative_prompt": "",
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "cfg": 7.0,
+        "sampler": "euler_ancestral",
+        "scheduler": "normal",
+        "batch_size": 1,
+        "style": "pokemon",
+    }
+    return TemplateGraphs(cat).render(t, {**base, **params}).graph
+
+
+def test_the_engine_batches_rendered_jobs(batch_engine: str) -> None:
+    from engine.batching import BatchRefused, build_batch
+
+    jobs = [
+        ("job_a", _txt2img({"prompt": "a red cube", "seed": 11})),
+        ("job_b", _txt2img({"prompt": LONG, "seed": 12, "batch_size": 2, "negative_prompt": "x"})),
+        ("job_c", _txt2img({"prompt": "a blue sphere", "seed": 13})),
+    ]
+    batch = build_batch(jobs)
+    assert batch.rows == {"job_a": 1, "job_b": 2, "job_c": 1}
+    types = [n["class_type"] for n in batch.graph.values()]
+    assert types.count("KSampler") == 0 and types.count("StencilBatchKSampler") == 1
+    assert types.count("CheckpointLoaderSimple") == 1 and types.count("LoraLoader") == 1
+    assert types.count("CLIPTextEncode") == 6 and types.count("SaveImage") == 3
+
+    async def go() -> None:
+        async with ComfyClient(batch_engine) as client:
+            got = await images_of(client, batch.graph)
+            for job_id, graph in jobs:
+                alone = [img for imgs in (await images_of(client, graph)).values() for img in imgs]
+                mine = [img for n in batch.outputs[job_id] for img in got[n]]
+                assert len(mine) == batch.rows[job_id] == len(alone)
+                for a, b in zip(alone, mine, strict=True):
+                    assert np.abs(a - b).mean() < 1.0, job_id
+
+    asyncio.run(go())
+    # A job of another shape cannot join, nor can a sampler that keeps no per-job noise.
+    with pytest.raises(BatchRefused, match="differ in more than"):
+        build_batch([jobs[0], ("job_d", _txt2img({"prompt": "x", "seed": 1, "steps": 3}))])
+    with pytest.raises(BatchRefused, match="keeps no per-job noise"):
+        build_batch([("job_e", _txt2img({"prompt": "x", "seed": 1, "sampler": "euler_cfg_pp"}))])
