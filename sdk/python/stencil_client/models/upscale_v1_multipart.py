@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Any, TypeVar
+
+from attrs import define as _attrs_define
+
+from .. import types
+from ..models.upscale_v1_method import UpscaleV1Method
+from ..types import UNSET, File, Unset
+
+T = TypeVar("T", bound="UpscaleV1Multipart")
+
+
+@_attrs_define
+class UpscaleV1Multipart:
+    """Upscale an image by a factor with a classic resampling filter (template upscale 1.0.0). As `multipart/form-data`:
+    images are file parts, other fields text parts.
+
+        Attributes:
+            image (File): The image to upscale (PNG, JPEG or WebP). A file part.
+            scale (float | Unset): The factor to scale both sides by. Default: `2.0`.
+            method (UpscaleV1Method | Unset):
+            webhook_url (str | Unset): An `https://` URL that receives a signed Standard Webhooks POST when the job reaches
+                a terminal state (public addresses only).
+    """
+
+    image: File
+    scale: float | Unset = UNSET
+    method: UpscaleV1Method | Unset = UNSET
+    webhook_url: str | Unset = UNSET
+
+    def to_dict(self) -> dict[str, Any]:
+        image = self.image.to_tuple()
+
+        scale = self.scale
+
+        method: str | Unset = UNSET
+        if not isinstance(self.method, Unset):
+            method = self.method.value
+
+        webhook_url = self.webhook_url
+
+        field_dict: dict[str, Any] = {}
+
+        field_dict.update(
+            {
+                "image": image,
+            }
+        )
+        if scale is not UNSET:
+            field_dict["scale"] = scale
+        if method is not UNSET:
+            field_dict["method"] = method
+        if webhook_url is not UNSET:
+            field_dict["webhook_url"] = webhook_url
+
+        return field_dict
+
+    def to_multipart(self) -> types.RequestFiles:
+        files: types.RequestFiles = []
+
+        files.append(("image", self.image.to_tuple()))
+
+        if not isinstance(self.scale, Unset):
+            files.append(("scale", (None, str(self.scale).encode(), "text/plain")))
+
+        if not isinstance(self.method, Unset):
+            files.append(("method", (None, str(self.method.value).encode(), "text/plain")))
+
+        if not isinstance(self.webhook_url, Unset):
+            files.append(("webhook_url", (None, str(self.webhook_url).encode(), "text/plain")))
+
+        return files
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        d = dict(src_dict)
+        image = File(payload=BytesIO(d.pop("image")))
+
+        scale = d.pop("scale", UNSET)
+
+        _method = d.pop("method", UNSET)
+        method: UpscaleV1Method | Unset
+        if isinstance(_method, Unset):
+            method = UNSET
+        else:
+            method = UpscaleV1Method(_method)
+
+        webhook_url = d.pop("webhook_url", UNSET)
+
+        upscale_v1_multipart = cls(
+            image=image,
+            scale=scale,
+            method=method,
+            webhook_url=webhook_url,
+        )
+
+        return upscale_v1_multipart
