@@ -12,7 +12,6 @@ from pydantic_core import CoreSchema
 
 from engine.errors import PROBLEM_BASE
 
-
 # Every field is in every answer (a default only fills it): the document says so, and SDKs
 # type such a field `str | None` rather than `str | None | Unset`.
 ALWAYS_SENT = ConfigDict(json_schema_serialization_defaults_required=True)

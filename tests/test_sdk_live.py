@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from stencil_client.models import JobEventType, JobStatus, RetiredTemplateParams, Txt2ImgV1Request
+from stencil_sdk import AsyncStencil, Stencil, ValidationError
 
 from api.app import create_app
 from api.settings import Settings
 from engine.store import create_key
-from stencil_client.models import JobEventType, JobStatus, RetiredTemplateParams, Txt2ImgV1Request
-from stencil_sdk import AsyncStencil, Stencil, ValidationError
 from tests.helpers import serve
 
 pytestmark = pytest.mark.comfy
@@ -219,9 +219,9 @@ def test_a_third_template_reaches_the_document_and_both_clients(
     comps = doc["components"]["schemas"]
     assert {"Img2imgV1Request", "Img2imgV1Multipart", "Img2imgV1Params"} <= set(comps)
     assert comps["Img2imgV1Multipart"]["properties"]["image"]["format"] == "binary"
-    assert {"$ref": "#/components/schemas/Img2imgV1Params"} in comps["Job"]["properties"][
-        "params"
-    ]["anyOf"]
+    assert {"$ref": "#/components/schemas/Img2imgV1Params"} in comps["Job"]["properties"]["params"][
+        "anyOf"
+    ]
 
     doc_path = tmp_path / "openapi.json"
     doc_path.write_text(json.dumps(doc))
