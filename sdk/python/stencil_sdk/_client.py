@@ -7,6 +7,7 @@ Every generated operation stays one import away and shares the retrying HTTP cli
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -491,8 +492,6 @@ class AsyncStencil(_Base):
         self, job: str | Job, *, last_event_id: int | None = None, timeout: float | None = None
     ) -> AsyncIterator[JobEvent]:
         """The job's events as they happen (`async for`), ending after its terminal state."""
-        import asyncio
-
         job_id = _job_id(job)
         deadline = time.monotonic() + timeout if timeout is not None else None
         last, failures = last_event_id, 0
