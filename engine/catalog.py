@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -200,6 +201,25 @@ class Template(_Strict):
         "`api_node`) which this template may use; every other such node is refused.",
     )
     params: dict[Annotated[str, Field(pattern=NAME_RE)], Param]
+    deprecated: date | None = Field(
+        default=None,
+        description="The day this major version was deprecated: its route then answers with "
+        "`Deprecation` (RFC 9745) and, with `sunset`, `Sunset` (RFC 8594) headers, and the "
+        "OpenAPI document and the SDKs mark it deprecated.",
+    )
+    sunset: date | None = Field(
+        default=None,
+        description="The day this deprecated version stops being served (needs `deprecated`).",
+    )
+
+    @model_validator(mode="after")
+    def _lifecycle(self) -> Template:
+        if self.sunset is not None and self.deprecated is None:
+            raise ValueError("sunset needs deprecated (the day the version was deprecated)")
+        if self.sunset is not None and self.deprecated is not None:
+            if self.sunset < self.deprecated:
+                raise ValueError("sunset is before deprecated")
+        return self
 
     @field_validator("params")
     @classmethod
@@ -267,6 +287,11 @@ class Catalog(_Strict):
                     f"(known: {', '.join(sorted(self.gpu_classes))})"
                 )
         return self
+
+    def successor(self, t: Template) -> Template | None:
+        """The newest major version of the same template above `t`, if any."""
+        newer = self.get(t.name)
+        return newer if newer is not None and newer.major > t.major else None
 
     def get(self, name: str, major: int | None = None) -> Template | None:
         """The template by name (newest major unless one is given)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from api import schemas
 from api.deps import AdminDep, PrincipalDep, ServicesDep
+from api.openapi import problems
 from api.services import Services
 from engine.budgets import budget_status
 from engine.errors import InvalidParams, NotFound
@@ -21,10 +22,7 @@ from engine.usage import GroupBy, UsageRow, totals, usage
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": schemas.Problem, "description": "Missing or invalid API key."},
-    422: {"model": schemas.Problem, "description": "Invalid range or grouping; names the field."},
-}
+USAGE_422 = "Invalid range or grouping; `errors` names the field."
 
 
 def _iso_only(v: object) -> object:
@@ -98,20 +96,27 @@ def _report(
     )
 
 
-@router.get("/usage", response_model=schemas.Usage, name="get_usage", responses=PROBLEMS)
+@router.get(
+    "/usage",
+    response_model=schemas.Usage,
+    name="get_usage",
+    response_description="The tenant's usage over the range, grouped.",
+    responses=problems({422: USAGE_422}),
+)
 async def get_usage(
     principal: PrincipalDep,
     services: ServicesDep,
     start: StartQ = None,
     end: EndQ = None,
     group_by: Annotated[
-        Literal["template", "day", "gpu_class"], Query(description="How to group the totals.")
-    ] = "template",
+        schemas.TenantUsageGroupBy, Query(description="How to group the totals.")
+    ] = schemas.TenantUsageGroupBy.TEMPLATE,
 ) -> schemas.Usage:
     """Your tenant's jobs, billable seconds and USD per group, from the usage ledger."""
     s, e = resolve_range(start, end)
+    grouping: GroupBy = group_by.value
     return await asyncio.to_thread(
-        _report, services, s, e, group_by, principal.tenant_id, principal.tenant_name
+        _report, services, s, e, grouping, principal.tenant_id, principal.tenant_name
     )
 
 
@@ -120,11 +125,10 @@ async def get_usage(
     response_model=schemas.Usage,
     name="get_admin_usage",
     tags=["admin"],
-    responses={
-        **PROBLEMS,
-        403: {"model": schemas.Problem, "description": "The key lacks the admin scope."},
-        404: {"model": schemas.Problem, "description": "No such tenant."},
-    },
+    response_description="Usage over the range across tenants (or of one), grouped.",
+    responses=problems(
+        {422: USAGE_422, 403: "The key lacks the admin scope.", 404: "No such tenant."}
+    ),
 )
 async def get_admin_usage(
     _: AdminDep,
@@ -132,9 +136,8 @@ async def get_admin_usage(
     start: StartQ = None,
     end: EndQ = None,
     group_by: Annotated[
-        Literal["tenant", "template", "day", "gpu_class"],
-        Query(description="How to group the totals."),
-    ] = "tenant",
+        schemas.UsageGroupBy, Query(description="How to group the totals.")
+    ] = schemas.UsageGroupBy.TENANT,
     tenant: Annotated[
         str | None, Query(max_length=100, description="Only this tenant (by name).")
     ] = None,
@@ -144,7 +147,8 @@ async def get_admin_usage(
     tenant_id: str | None = None
     if tenant is not None:
         tenant_id = await asyncio.to_thread(_tenant_id, services, tenant)
-    return await asyncio.to_thread(_report, services, s, e, group_by, tenant_id, tenant)
+    grouping: GroupBy = group_by.value
+    return await asyncio.to_thread(_report, services, s, e, grouping, tenant_id, tenant)
 
 
 def _tenant_id(services: Services, name: str) -> str:
