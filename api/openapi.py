@@ -203,8 +203,12 @@ def _template_ops(schema: dict[str, Any], catalog: Catalog, models: dict[Any, An
         "description": "The params of a job whose template version the catalog no longer has.",
         "additionalProperties": True,
     }
+    # Generated clients take the first schema whose required fields a job's params have, so the
+    # templates with more params come first: an inpaint job (img2img's params and a mask) must
+    # not read as img2img. Each job also says its template (`template`, `template_version`).
+    by_specificity = sorted(catalog.templates, key=lambda t: -len(t.params))
     comps["Job"]["properties"]["params"] = {
-        "anyOf": [_ref(params_name(t)) for t in catalog.templates] + [_ref(RETIRED_PARAMS)],
+        "anyOf": [_ref(params_name(t)) for t in by_specificity] + [_ref(RETIRED_PARAMS)],
         "description": comps["Job"]["properties"]["params"]["description"],
     }
 

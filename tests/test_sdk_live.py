@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
-from stencil_client.models import JobEventType, JobStatus, RetiredTemplateParams, Txt2ImgV1Request
+from stencil_client.models import (
+    JobEventType,
+    JobStatus,
+    RetiredTemplateParams,
+    Txt2ImgV1Request,
+    UpscaleV2Params,
+)
 from stencil_sdk import AsyncStencil, Stencil, ValidationError
 
 from api.app import create_app
@@ -166,22 +172,22 @@ IMG2IMG_GRAPH = """{
 """
 
 
-def img2img_catalog(tmp: Path) -> Path:
-    """The shipped catalog plus a third template, image to image from core nodes."""
+def repaint_catalog(tmp: Path) -> Path:
+    """The shipped catalog plus one more template (image to image from core nodes)."""
     shutil.copytree(ROOT / "templates", tmp / "templates")
-    (tmp / "templates" / "img2img").mkdir()
-    (tmp / "templates" / "img2img" / "v1.json.j2").write_text(IMG2IMG_GRAPH)
+    (tmp / "templates" / "repaint").mkdir()
+    (tmp / "templates" / "repaint" / "v1.json.j2").write_text(IMG2IMG_GRAPH)
     data = yaml.safe_load((ROOT / "catalog.yaml").read_text())
     (txt,) = [t for t in data["templates"] if t["name"] == "txt2img"]
     upscale = [t for t in data["templates"] if t["name"] == "upscale"][0]
     data["templates"].append(
         {
-            "name": "img2img",
+            "name": "repaint",
             "version": "1.0.0",
             "summary": "Repaint an image, guided by a prompt (SD1.5-class checkpoint).",
             "description": "Image to image with core ComfyUI nodes: the image is encoded, "
             "partly noised by `strength`, and sampled towards the prompt.",
-            "graph": "templates/img2img/v1.json.j2",
+            "graph": "templates/repaint/v1.json.j2",
             "gpu_class": "l4",
             "models": txt["models"],
             "limits": {"max_queue_seconds": 600, "max_run_seconds": 300, "max_outputs": 1},
@@ -211,15 +217,15 @@ def test_a_third_template_reaches_the_document_and_both_clients(
 ) -> None:
     from scripts.sdk import ToolMissing, generate_python, generate_typescript
 
-    app = create_app(settings(tmp_path, comfy_url, img2img_catalog(tmp_path)))
+    app = create_app(settings(tmp_path, comfy_url, repaint_catalog(tmp_path)))
     doc = app.openapi()
-    op = doc["paths"]["/v1/img2img"]["post"]
-    assert op["operationId"] == "run_img2img_v1"
+    op = doc["paths"]["/v1/repaint"]["post"]
+    assert op["operationId"] == "run_repaint_v1"
     assert set(op["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     comps = doc["components"]["schemas"]
-    assert {"Img2imgV1Request", "Img2imgV1Multipart", "Img2imgV1Params"} <= set(comps)
-    assert comps["Img2imgV1Multipart"]["properties"]["image"]["format"] == "binary"
-    assert {"$ref": "#/components/schemas/Img2imgV1Params"} in comps["Job"]["properties"]["params"][
+    assert {"RepaintV1Request", "RepaintV1Multipart", "RepaintV1Params"} <= set(comps)
+    assert comps["RepaintV1Multipart"]["properties"]["image"]["format"] == "binary"
+    assert {"$ref": "#/components/schemas/RepaintV1Params"} in comps["Job"]["properties"]["params"][
         "anyOf"
     ]
 
@@ -233,20 +239,20 @@ def test_a_third_template_reaches_the_document_and_both_clients(
         schema_ts = generate_typescript(doc_path, tmp_path / "schema.ts").read_text()
     except ToolMissing as e:
         sdk_tools_missing(str(e))
-    assert (pkg / "api" / "templates" / "run_img2img_v1.py").exists()
-    assert '"/v1/img2img": {' in schema_ts and "Img2imgV1Multipart: {" in schema_ts
+    assert (pkg / "api" / "templates" / "run_repaint_v1.py").exists()
+    assert '"/v1/repaint": {' in schema_ts and "RepaintV1Multipart: {" in schema_ts
 
     sys.path.insert(0, str(project))
     try:
         generated = importlib.import_module("stencil_client_edit")
         models = importlib.import_module("stencil_client_edit.models")
-        run = importlib.import_module("stencil_client_edit.api.templates.run_img2img_v1")
+        run = importlib.import_module("stencil_client_edit.api.templates.run_repaint_v1")
         types = importlib.import_module("stencil_client_edit.types")
         with serve(app) as base:
             with app.state.services.db.session() as s:
                 token, _ = create_key(s, "acme")
             client = generated.AuthenticatedClient(base_url=base, token=token)
-            body = models.Img2ImgV1Multipart(
+            body = models.RepaintV1Multipart(
                 image=types.File(payload=io.BytesIO(png(64, 64)), file_name="in.png"),
                 prompt="the same, at dusk",
                 strength=0.5,
@@ -258,12 +264,17 @@ def test_a_third_template_reaches_the_document_and_both_clients(
                 done = stencil.wait(job.id, timeout=240)
                 assert done.status == JobStatus.SUCCEEDED, done.error
                 assert (done.outputs[0].width, done.outputs[0].height) == (64, 64)
-                # The shipped client reads the new template's params through the fallback...
-                assert isinstance(done.params, RetiredTemplateParams)
+                # The shipped client, older than the template, keeps every one of its params:
+                # typed as a known template's where their fields match (the job's `template`
+                # says which it is), the rest kept beside them...
+                raw = done.params.to_dict()
+                assert done.template == "repaint"
+                assert raw["prompt"] == "the same, at dusk" and raw["strength"] == 0.5
+                assert isinstance(done.params, RetiredTemplateParams | UpscaleV2Params)
             # ...and the one generated from the edited catalog has them typed.
             get_job = importlib.import_module("stencil_client_edit.api.jobs.get_job")
             fresh = get_job.sync(job.id, client=client)
-            assert isinstance(fresh.params, models.Img2ImgV1Params)
+            assert isinstance(fresh.params, models.RepaintV1Params)
             assert fresh.params.strength == 0.5 and isinstance(fresh.params.seed, int)
     finally:
         sys.path.remove(str(project))

@@ -1303,7 +1303,7 @@ export interface components {
              */
             progress: number;
             /** @description Params as run, including the seed used: the `{Template}V{major}Params` schema of the job's template version. */
-            params: components["schemas"]["Txt2imgV1Params"] | components["schemas"]["UpscaleV1Params"] | components["schemas"]["Img2imgV1Params"] | components["schemas"]["InpaintV1Params"] | components["schemas"]["UpscaleV2Params"] | components["schemas"]["RetiredTemplateParams"];
+            params: components["schemas"]["Txt2imgV1Params"] | components["schemas"]["InpaintV1Params"] | components["schemas"]["Img2imgV1Params"] | components["schemas"]["UpscaleV1Params"] | components["schemas"]["UpscaleV2Params"] | components["schemas"]["RetiredTemplateParams"];
             /**
              * Inputs
              * @description Media inputs by param name, as stored: sha256, content type, size.

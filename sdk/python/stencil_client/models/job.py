@@ -108,11 +108,11 @@ class Job:
         params: dict[str, Any]
         if isinstance(self.params, Txt2ImgV1Params):
             params = self.params.to_dict()
-        elif isinstance(self.params, UpscaleV1Params):
+        elif isinstance(self.params, InpaintV1Params):
             params = self.params.to_dict()
         elif isinstance(self.params, Img2ImgV1Params):
             params = self.params.to_dict()
-        elif isinstance(self.params, InpaintV1Params):
+        elif isinstance(self.params, UpscaleV1Params):
             params = self.params.to_dict()
         elif isinstance(self.params, UpscaleV2Params):
             params = self.params.to_dict()
@@ -247,7 +247,7 @@ class Job:
             try:
                 if not isinstance(data, dict):
                     raise TypeError()
-                params_type_1 = UpscaleV1Params.from_dict(data)
+                params_type_1 = InpaintV1Params.from_dict(data)
 
                 return params_type_1
             except (TypeError, ValueError, AttributeError, KeyError):
@@ -263,7 +263,7 @@ class Job:
             try:
                 if not isinstance(data, dict):
                     raise TypeError()
-                params_type_3 = InpaintV1Params.from_dict(data)
+                params_type_3 = UpscaleV1Params.from_dict(data)
 
                 return params_type_3
             except (TypeError, ValueError, AttributeError, KeyError):
