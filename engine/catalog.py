@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,9 +76,10 @@ class ModelFile(_Strict):
     ] = Field(description="ComfyUI model folder.")
     url: str = Field(pattern=r"^https://", description="Where `stencil models fetch` downloads it.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the file.")
-    synth: Literal["sd15"] | None = Field(
+    synth: Literal["sd15", "lora_sd15", "esrgan"] | None = Field(
         default=None,
-        description="Architecture `stencil models synth` can generate with random weights.",
+        description="Architecture `stencil models synth` can generate with random weights: "
+        "`sd15` (checkpoint), `lora_sd15` (LoRA for it), `esrgan` (2x upscale model).",
     )
 
 
@@ -107,7 +109,7 @@ class Limits(_Strict):
 
 
 # Fields every request model carries besides the template's params.
-RESERVED_PARAMS = frozenset({"webhook_url"})
+RESERVED_PARAMS = frozenset({"webhook_url", "output_format", "quality"})
 
 ParamType = Literal["integer", "number", "string", "boolean", "enum", "image"]
 
@@ -132,6 +134,12 @@ class Param(_Strict):
     max_bytes: int | None = Field(default=None, ge=1, description="Image: byte cap.")
     max_pixels: int | None = Field(default=None, ge=1, description="Image: pixel cap.")
     formats: list[Literal["PNG", "JPEG", "WEBP"]] | None = None
+    choices: dict[str, dict[str, str | int | float | bool]] | None = Field(
+        default=None,
+        description="Enum only: the fixed values each choice stands for, the same keys for "
+        "every choice, rendered as `choices.<param>.<key>` (for example a vetted LoRA file "
+        "and its strength per style).",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Param:
@@ -162,6 +170,14 @@ class Param(_Strict):
                 raise ValueError("minimum is above maximum")
         if t == "enum" and self.default is not None and self.default not in (self.values or []):
             raise ValueError(f"default {self.default!r} is not one of values")
+        if self.choices is not None:
+            if t != "enum":
+                raise ValueError("choices apply only to enum")
+            if set(self.choices) != set(self.values or []):
+                raise ValueError("choices must list exactly the enum's values")
+            shapes = {tuple(sorted(c)) for c in self.choices.values()}
+            if len(shapes) != 1 or not next(iter(shapes)):
+                raise ValueError("every choice must set the same, non-empty keys")
         return self
 
 
@@ -179,7 +195,31 @@ class Template(_Strict):
     node_allowlist: list[str] | None = Field(
         default=None, description="Node types allowed; default: those in the graph file."
     )
+    allow_api_nodes: list[str] = Field(
+        default_factory=list,
+        description="Node types that call a paid outside service (ComfyUI marks them "
+        "`api_node`) which this template may use; every other such node is refused.",
+    )
     params: dict[Annotated[str, Field(pattern=NAME_RE)], Param]
+    deprecated: date | None = Field(
+        default=None,
+        description="The day this major version was deprecated: its route then answers with "
+        "`Deprecation` (RFC 9745) and, with `sunset`, `Sunset` (RFC 8594) headers, and the "
+        "OpenAPI document and the SDKs mark it deprecated.",
+    )
+    sunset: date | None = Field(
+        default=None,
+        description="The day this deprecated version stops being served (needs `deprecated`).",
+    )
+
+    @model_validator(mode="after")
+    def _lifecycle(self) -> Template:
+        if self.sunset is not None and self.deprecated is None:
+            raise ValueError("sunset needs deprecated (the day the version was deprecated)")
+        if self.sunset is not None and self.deprecated is not None:
+            if self.sunset < self.deprecated:
+                raise ValueError("sunset is before deprecated")
+        return self
 
     @field_validator("params")
     @classmethod
@@ -220,7 +260,16 @@ class Catalog(_Strict):
 
     @model_validator(mode="after")
     def _refs(self) -> Catalog:
+        files: dict[tuple[str, str], ModelFile] = {}
         for i, t in enumerate(self.templates):
+            for m in t.models:
+                # One file on disk serves every template naming it: they must agree on it.
+                seen = files.setdefault((m.folder, m.name), m)
+                if (seen.sha256, seen.url) != (m.sha256, m.url):
+                    raise ValueError(
+                        f"templates[{i}] ({t.name}): model {m.folder}/{m.name} is listed with "
+                        "another sha256 or url by an earlier template; one file, one entry"
+                    )
             so = t.limits.scaled_output
             if so is not None and (
                 t.params.get(so.image) is None
@@ -238,6 +287,11 @@ class Catalog(_Strict):
                     f"(known: {', '.join(sorted(self.gpu_classes))})"
                 )
         return self
+
+    def successor(self, t: Template) -> Template | None:
+        """The newest major version of the same template above `t`, if any."""
+        newer = self.get(t.name)
+        return newer if newer is not None and newer.major > t.major else None
 
     def get(self, name: str, major: int | None = None) -> Template | None:
         """The template by name (newest major unless one is given)."""

@@ -127,9 +127,3 @@ def check_image(
     except (OSError, ValueError, SyntaxError):
         raise InvalidMedia(field, "image data is corrupt or truncated") from None
     return CheckedImage(data, fmt, w, h, hashlib.sha256(data).hexdigest())
-
-
-def image_info(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of an output image."""
-    with Image.open(io.BytesIO(data)) as img:
-        return img.format or "PNG", img.size[0], img.size[1]

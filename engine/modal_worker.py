@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import logging
 import os
 import socket
@@ -32,7 +33,7 @@ from engine.catalog import Catalog
 from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.install import comfyui_version
 from engine.comfy.process import ComfyProcess
-from engine.media import decode_data_url
+from engine.compat import EngineIncompatible, check_catalog
 from engine.render import TemplateGraphs, example_params
 from engine.storage import Storage
 from engine.store import CANCELLED, QUEUED, RUNNING, Database, Job, claim_job, set_fields_if
@@ -92,6 +93,17 @@ def container_worker_id(gpu_class: str) -> str:
     return f"modal:{gpu_class}:{task}:{os.getpid()}"
 
 
+def _grey_png(side: int) -> bytes:
+    """A mid-grey square PNG with a little structure, for warm-up runs of image templates."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (side, side), (128, 128, 128))
+    ImageDraw.Draw(img).ellipse((side // 4, side // 4, 3 * side // 4, 3 * side // 4), "white")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 @dataclass
 class WorkerConfig:
     """How one container runs ComfyUI."""
@@ -105,6 +117,7 @@ class WorkerConfig:
     cpu: bool = False  # pass --cpu (CPU-only classes, tests)
     defer_device: bool = True  # CPU memory snapshot: keep CUDA closed until restore
     warmup: bool = False  # run every template's example once before the snapshot
+    warmup_image_side: int = 512  # image params are warmed with a grey square this wide
     heartbeat_s: float = 5.0
     cancel_wait_s: float = 30.0
     start_timeout_s: float = 300.0
@@ -217,11 +230,23 @@ class ModalWorker:
             log.warning("ComfyUI did not answer /system_stats after restore")
         if not version and self.config.comfyui_path is not None:
             version = comfyui_version(self.config.comfyui_path)
+        graphs = TemplateGraphs(catalog)
+        try:
+            object_info = await comfy.object_info()
+        except ComfyError:
+            log.warning("ComfyUI did not answer /object_info after restore; catalog not checked")
+        else:
+            # A container whose engine would refuse part of the catalog takes no job at all:
+            # the deploy fails loudly instead of failing customers' jobs one by one.
+            problems = check_catalog(catalog, graphs, object_info)
+            if problems:
+                await comfy.aclose()
+                raise EngineIncompatible(self.base_url, problems)
         self.ctx = WorkerContext(
             db=db,
             storage=storage,
             catalog=catalog,
-            graphs=TemplateGraphs(catalog),
+            graphs=graphs,
             comfy=comfy,
             worker_id=self.worker_id,
             on_engine_down=self._engine_down,
@@ -269,10 +294,11 @@ class ModalWorker:
                     continue
                 t0 = time.monotonic()
                 try:
-                    for name in t.image_params:
-                        p = t.params[name]
-                        data = decode_data_url(name, str(p.example), p.max_bytes or 10_485_760)
-                        await comfy.upload_image(data, "example.png")
+                    if t.image_params:
+                        # A catalog example may be a 1x1 pixel; the warm-up wants a real shape.
+                        await comfy.upload_image(
+                            _grey_png(self.config.warmup_image_side), "example.png"
+                        )
                     graph = graphs.render(t, example_params(t)).graph
                     await comfy.run(graph, timeout=float(t.limits.max_run_seconds))
                 except Exception:

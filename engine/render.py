@@ -70,10 +70,21 @@ def check_source(source: str) -> None:
             )
 
 
-def render_source(source: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Render Jinja2 graph text with `params` and parse it as JSON."""
+def choice_values(t: Template, params: dict[str, Any]) -> dict[str, Any]:
+    """What each choice param's chosen value stands for (`choices.<param>.<key>`)."""
+    out: dict[str, Any] = {}
+    for name, p in t.params.items():
+        if p.choices is not None and params.get(name) in p.choices:
+            out[name] = p.choices[params[name]]
+    return out
+
+
+def render_source(
+    source: str, params: dict[str, Any], choices: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Render Jinja2 graph text with `params` (and `choices`) and parse it as JSON."""
     try:
-        text = _env.from_string(source).render(params=params)
+        text = _env.from_string(source).render(params=params, choices=choices or {})
     except (TemplateError, TypeError, ValueError) as e:
         # StrictUndefined inside tojson surfaces as a TypeError.
         raise GraphError(f"render failed: {e}") from None
@@ -137,8 +148,10 @@ def example_params(t: Template) -> dict[str, Any]:
 def param_bindings(source: str, t: Template) -> dict[tuple[str, str], str]:
     """Find where each param lands by rendering with sentinels; used to map node_errors."""
     sentinels = {name: f"__stencil_param_{name}__" for name in t.params}
+    # A choice param's own value never reaches the graph; what it stands for is fixed data.
+    fixed = {n: next(iter(p.choices.values())) for n, p in t.params.items() if p.choices}
     try:
-        graph = render_source(source, sentinels)
+        graph = render_source(source, sentinels, fixed)
     except GraphError:
         return {}  # a template that computes with params still works; errors stay unmapped
     reverse = {v: k for k, v in sentinels.items()}
@@ -166,14 +179,15 @@ class TemplateGraphs:
             if t.node_allowlist is not None:
                 self._allow[key] = frozenset(t.node_allowlist)
             else:
-                self._allow[key] = check_graph(render_source(src, example_params(t)), None)
+                ex = example_params(t)
+                self._allow[key] = check_graph(render_source(src, ex, choice_values(t, ex)), None)
 
     def render(
         self, t: Template, params: dict[str, Any], object_info: dict[str, Any] | None = None
     ) -> RenderedGraph:
         """Render and check one template's graph."""
         key = (t.name, t.major)
-        graph = render_source(self._sources[key], params)
+        graph = render_source(self._sources[key], params, choice_values(t, params))
         types = check_graph(graph, self._allow[key], object_info)
         return RenderedGraph(graph=graph, sha256=graph_hash(graph), node_types=types)
 
@@ -191,7 +205,7 @@ def check_template(catalog: Catalog, t: Template, source: str) -> None:
     path = catalog.graph_path(t)
     text = path.read_text()
     where = f"{source}: template {t.name!r} ({t.graph})"
-    used = set(re.findall(r"params\.([a-z][a-z0-9_]*)", text))
+    used = set(re.findall(r"(?:params|choices)\.([a-z][a-z0-9_]*)", text))
     unknown = used - set(t.params)
     if unknown:
         raise CatalogError(f"{where}: uses undeclared params: {', '.join(sorted(unknown))}")
@@ -200,7 +214,8 @@ def check_template(catalog: Catalog, t: Template, source: str) -> None:
         raise CatalogError(f"{where}: params never used by the graph: {', '.join(sorted(unused))}")
     try:
         check_source(text)
-        graph = render_source(text, example_params(t))
+        ex = example_params(t)
+        graph = render_source(text, ex, choice_values(t, ex))
         allow = frozenset(t.node_allowlist) if t.node_allowlist is not None else None
         check_graph(graph, allow)
     except GraphError as e:

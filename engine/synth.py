@@ -1,4 +1,6 @@
-"""Write a deterministic random-weight SD1.5-architecture checkpoint for tests and demos.
+"""Write deterministic random-weight models of real architectures for tests and demos.
+
+Kinds: an SD1.5 checkpoint (below), a LoRA over its attention layers, a 2x ESRGAN upscaler.
 
 No model weights can be downloaded in CI, yet the real ComfyUI pipeline (checkpoint detection,
 CLIP, UNet sampling, VAE decode, SaveImage) must run end to end.  This module builds the three
@@ -16,10 +18,12 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,9 +91,8 @@ def _init_tensor(name: str, shape: Sequence[int], gen: Any) -> Any:
     return torch.randn(tuple(shape), generator=gen) * std
 
 
-def build_state_dict(seed: int) -> dict[str, Any]:
-    """Build the checkpoint state dict (original SD key layout, fp16) from ComfyUI's classes."""
-    import comfy.model_detection
+def _layout() -> dict[str, Any]:
+    """The checkpoint's tensors as meta tensors: exact names and shapes, nothing allocated."""
     import comfy.sd1_clip
     import comfy.supported_models
     import torch
@@ -114,11 +117,24 @@ def build_state_dict(seed: int) -> dict[str, Any]:
         model = model_config.get_model({}, device=torch.device("meta"))
         clip = comfy.sd1_clip.SD1ClipModel(device=torch.device("meta"))
         vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
-    layout = model.state_dict_for_saving(
-        {k: v for k, v in clip.state_dict().items()},
-        {k: v for k, v in vae.state_dict().items()},
-    )
+    clip_sd = dict(clip.state_dict())
+    vae_sd = dict(vae.state_dict())
+    # Current ComfyUI takes the UNet's state dict first; the 2024 copy reads it itself.
+    if "unet_state_dict" in inspect.signature(model.state_dict_for_saving).parameters:
+        unet_sd = dict(model.diffusion_model.state_dict())
+        layout: dict[str, Any] = model.state_dict_for_saving(unet_sd, clip_sd, vae_sd)
+    else:
+        layout = model.state_dict_for_saving(clip_sd, vae_sd)
+    return layout
 
+
+def build_state_dict(seed: int) -> dict[str, Any]:
+    """Build the checkpoint state dict (original SD key layout, fp16) from ComfyUI's classes."""
+    import comfy.model_detection
+    import comfy.supported_models
+    import torch
+
+    layout = _layout()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out: dict[str, Any] = {}
     for name in sorted(layout):  # sorted: generation order (hence bytes) independent of dicts
@@ -135,30 +151,130 @@ def build_state_dict(seed: int) -> dict[str, Any]:
     return out
 
 
-def write_checkpoint(out: Path, *, comfyui_path: Path, seed: int) -> Path:
-    """Generate and save the checkpoint plus its sidecar (runs inside the subprocess)."""
+LORA_RANK = 4
+_UNET_PREFIX = "model.diffusion_model."
+_CLIP_PREFIX = "cond_stage_model.transformer."
+_ATTN = re.compile(r"\.(attn[12]\.to_(q|k|v|out\.0)|self_attn\.(q|k|v|out)_proj)\.weight$")
+
+
+def build_lora_state_dict(seed: int) -> dict[str, Any]:
+    """A rank-4 LoRA (kohya key names) over every attention projection of the checkpoint.
+
+    ComfyUI maps `lora_unet_<path>` and `lora_te_<path>` (dots as underscores) onto the UNet and
+    CLIP weights of the same path, in the 2024 copy and current releases alike.
+    """
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out: dict[str, Any] = {}
+    for name, meta in sorted(_layout().items()):
+        if not _ATTN.search(name) or len(meta.shape) != 2:
+            continue
+        if name.startswith(_UNET_PREFIX):
+            key = "lora_unet_" + name[len(_UNET_PREFIX) : -len(".weight")].replace(".", "_")
+        elif name.startswith(_CLIP_PREFIX):
+            key = "lora_te_" + name[len(_CLIP_PREFIX) : -len(".weight")].replace(".", "_")
+        else:
+            continue
+        rows, cols = int(meta.shape[0]), int(meta.shape[1])
+        # up @ down has entries of about 0.5/sqrt(cols): a clear, bounded change of the image
+        down = torch.randn((LORA_RANK, cols), generator=gen) / math.sqrt(cols)
+        up = torch.randn((rows, LORA_RANK), generator=gen) * (0.5 / math.sqrt(LORA_RANK))
+        out[f"{key}.lora_down.weight"] = down.to(torch.float16).contiguous()
+        out[f"{key}.lora_up.weight"] = up.to(torch.float16).contiguous()
+        out[f"{key}.alpha"] = torch.tensor(float(LORA_RANK), dtype=torch.float16)
+    if not out:
+        raise SynthError("found no attention weights to build a LoRA for")
+    return out
+
+
+# A 2x Real-ESRGAN as RealESRGAN_x2plus is laid out (RRDB behind a 2x pixel-unshuffle, the
+# "new" key names conv_first/body/conv_up), kept small (both loaders assume 32 growth
+# channels); ComfyUI's loaders (spandrel today, the
+# 2024 copy's own) read the architecture, scale and sizes from the weights.
+ESRGAN_FILTERS, ESRGAN_GROWTH, ESRGAN_BLOCKS, ESRGAN_SCALE = 16, 32, 1, 2
+
+
+def esrgan_shapes() -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the small 2x Real-ESRGAN's weights."""
+    nf, gc = ESRGAN_FILTERS, ESRGAN_GROWTH
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, cout: int, cin: int) -> None:
+        shapes[f"{name}.weight"] = (cout, cin, 3, 3)
+        shapes[f"{name}.bias"] = (cout,)
+
+    conv("conv_first", nf, 3 * ESRGAN_SCALE * ESRGAN_SCALE)  # pixel-unshuffled input
+    for b in range(ESRGAN_BLOCKS):
+        for r in (1, 2, 3):
+            for i in range(1, 5):
+                conv(f"body.{b}.rdb{r}.conv{i}", gc, nf + (i - 1) * gc)
+            conv(f"body.{b}.rdb{r}.conv5", nf, nf + 4 * gc)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        conv(name, nf, nf)
+    conv("conv_last", 3, nf)
+    return shapes
+
+
+def build_esrgan_state_dict(seed: int) -> dict[str, Any]:
+    """Random weights for the small 2x Real-ESRGAN; outputs sit around mid-grey, not black."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out: dict[str, Any] = {}
+    for name, shape in esrgan_shapes().items():
+        value = _init_tensor(name, list(shape), gen)
+        if name == "conv_last.bias":
+            value = torch.full(shape, 0.5)
+        out[name] = value.to(torch.float32).contiguous()
+    return out
+
+
+KINDS: dict[str, tuple[str, str]] = {
+    # kind: (format, architecture)
+    "sd15": (SYNTH_FORMAT, "SD1.5 tiny UNet, CLIP-L, VAE"),
+    "lora_sd15": ("stencil-lora-sd15/1", f"rank-{LORA_RANK} LoRA over SD1.5 attention"),
+    "esrgan": (
+        "stencil-esrgan-x2/1",
+        f"ESRGAN x{ESRGAN_SCALE}, {ESRGAN_FILTERS} filters, {ESRGAN_BLOCKS} RRDB",
+    ),
+}
+
+
+def write_checkpoint(out: Path, *, comfyui_path: Path, seed: int, kind: str = "sd15") -> Path:
+    """Generate and save a model of `kind` plus its sidecar (runs inside the subprocess)."""
     _import_comfy(comfyui_path)
     import torch
     from safetensors.torch import save_file
 
+    fmt, arch = KINDS[kind]
     torch.manual_seed(seed)
     started = time.monotonic()
-    state = build_state_dict(seed)
+    if kind == "sd15":
+        state = build_state_dict(seed)
+    elif kind == "lora_sd15":
+        state = build_lora_state_dict(seed)
+    else:
+        state = build_esrgan_state_dict(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     # A single metadata key: safetensors writes the metadata map in hash order, so several keys
     # would make the file bytes (and sha256) differ from run to run.
-    info = {"format": SYNTH_FORMAT, "seed": seed, "architecture": "SD1.5 tiny UNet, CLIP-L, VAE"}
-    metadata = {"stencil_synthetic": json.dumps(info, sort_keys=True)}
+    info = {"format": fmt, "seed": seed, "architecture": arch}
     try:
-        save_file(state, str(tmp), metadata=metadata)
+        if out.suffix == ".safetensors":
+            metadata = {"stencil_synthetic": json.dumps(info, sort_keys=True)}
+            save_file(state, str(tmp), metadata=metadata)
+        else:  # .pth/.pt/.bin: ComfyUI reads these with torch.load (weights only)
+            torch.save(state, str(tmp))
         os.chmod(tmp, 0o644)  # safetensors creates 0600; the file is shared, not secret
         digest = sha256_file(tmp)
         sidecar = {
             "synthetic": True,
             "random_weights": True,
             "note": "random weights for tests; produces noise, not images of anything",
-            "format": SYNTH_FORMAT,
+            "format": fmt,
+            "kind": kind,
             "seed": seed,
             "sha256": digest,
             "bytes": tmp.stat().st_size,
@@ -189,9 +305,16 @@ def _lock(out: Path) -> Iterator[None]:
 
 
 def synth_checkpoint(
-    out: Path, *, comfyui_path: Path, python: str = sys.executable, seed: int = 0
+    out: Path,
+    *,
+    comfyui_path: Path,
+    python: str = sys.executable,
+    seed: int = 0,
+    kind: str = "sd15",
 ) -> Path:
-    """Create the random-weight checkpoint at `out` via a subprocess, unless it already exists."""
+    """Create a random-weight model of `kind` at `out` via a subprocess, unless it exists."""
+    if kind not in KINDS:
+        raise SynthError(f"no synthetic form for {kind!r} (known: {', '.join(KINDS)})")
     out = Path(out).absolute()
     with _lock(out):
         if out.exists():
@@ -212,6 +335,8 @@ def synth_checkpoint(
             str(out),
             "--seed",
             str(seed),
+            "--kind",
+            kind,
         ]
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -228,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder")
     parser.add_argument("--out", type=Path, required=True, help="safetensors file to write")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=sorted(KINDS), default="sd15")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_checkpoint(args.out.absolute(), comfyui_path=args.comfyui, seed=args.seed)
+    write_checkpoint(args.out.absolute(), comfyui_path=args.comfyui, seed=args.seed, kind=args.kind)
     return 0
 
 

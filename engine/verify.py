@@ -1,4 +1,5 @@
-"""Check that an engine can serve the catalog: ComfyUI, models, custom nodes, node types."""
+"""Check that an engine can serve the catalog: ComfyUI, models, custom nodes, node types,
+and that every template's values are ones the engine accepts (engine.compat)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 
 from engine.catalog import Catalog
 from engine.comfy import ComfyClient, ComfyError
+from engine.compat import check_template
 from engine.models import model_status
 from engine.render import TemplateGraphs
 
@@ -97,6 +99,17 @@ async def verify_engine(
                 if missing
                 else f"all {len(needed)} node types available",
                 {"needed": needed, "missing": missing},
+            )
+        )
+        problems = check_template(t, graphs, object_info)
+        checks.append(
+            Check(
+                f"fits:{t.name}@{t.version}",
+                not problems,
+                "; ".join(str(p) for p in problems)
+                if problems
+                else "every input, enum value and model the template uses is accepted",
+                {"problems": [str(p) for p in problems]},
             )
         )
     return VerifyReport(checks)

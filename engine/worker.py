@@ -18,6 +18,7 @@ from engine.comfy import (
     ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
+    ProgressEvent,
 )
 from engine.errors import (
     EngineUnavailable,
@@ -27,9 +28,9 @@ from engine.errors import (
     problem_of,
 )
 from engine.ledger import PLATFORM, RETRIED, payer_of, settle, settle_current
-from engine.media import image_info
 from engine.metering import PromptMeter, split_batch
 from engine.metrics import observe_attempt
+from engine.outputs import encode_output, output_choice
 from engine.render import TemplateGraphs
 from engine.storage import Storage
 from engine.store import (
@@ -311,16 +312,23 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     meter.input_upload_seconds = time.monotonic() - in_t0
 
     last = 0.0
+    saw_state = False
 
-    async def on_progress(ev: Any) -> None:
-        nonlocal last
+    async def on_progress(ev: ProgressEvent) -> None:
+        nonlocal last, saw_state
         meter.on_event(ev)
         now = time.monotonic()
-        value, maximum = getattr(ev, "value", 0), getattr(ev, "max", 0)
-        if not maximum or now - last < ctx.progress_min_interval_s:
+        # progress_state (current ComfyUI) gives the whole prompt's share; older servers
+        # only the running node's steps. A server sending both is followed by the first.
+        if ev.type == "progress" and saw_state:
+            return
+        fraction = ev.fraction
+        if ev.type == "progress_state":
+            saw_state = True
+        if fraction is None or now - last < ctx.progress_min_interval_s:
             return
         last = now
-        frac = min(0.99, float(value) / float(maximum))
+        frac = min(0.99, float(fraction))
         await _db(_set, ctx.db, job.id, RUNNING, progress=frac)
 
     meter.submitted_at = time.monotonic()
@@ -369,14 +377,20 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     up_t0 = time.monotonic()
     outputs: list[dict[str, Any]] = []
     try:
+        fmt, quality = output_choice(job.params)
         for i, ref in enumerate(refs):
-            data = await ctx.comfy.view(ref)
-            fmt, w, h = image_info(data)
-            key = f"jobs/{job.id}/{i}.{fmt.lower()}"
-            ctype = f"image/{fmt.lower()}"
-            await asyncio.to_thread(ctx.storage.put, key, data, ctype)
+            raw = await ctx.comfy.view(ref)
+            img = await asyncio.to_thread(encode_output, raw, fmt, quality)
+            key = f"jobs/{job.id}/{i}.{img.extension}"
+            await asyncio.to_thread(ctx.storage.put, key, img.data, img.content_type)
             outputs.append(
-                {"key": key, "content_type": ctype, "width": w, "height": h, "bytes": len(data)}
+                {
+                    "key": key,
+                    "content_type": img.content_type,
+                    "width": img.width,
+                    "height": img.height,
+                    "bytes": len(img.data),
+                }
             )
     except ComfyUnavailable as e:
         await _drop_outputs(ctx, outputs)

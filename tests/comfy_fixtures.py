@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from engine.catalog import load_catalog
 from engine.comfy.install import is_comfyui_dir
 from engine.comfy.process import ComfyProcess
 from engine.synth import synth_checkpoint
@@ -101,8 +102,13 @@ def comfyui_path() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_models_dir(comfyui_path: Path) -> Path:
-    """Models folder holding the synthetic catalog checkpoint (built once, cached)."""
+    """Models folder holding a synthetic stand-in of every catalog model (built once, cached)."""
     synth_checkpoint(MODELS_CACHE / "checkpoints" / SYNTH_CHECKPOINT, comfyui_path=comfyui_path)
+    for m in load_catalog(REPO_ROOT / "catalog.yaml").all_models():
+        if m.synth is not None:
+            synth_checkpoint(
+                MODELS_CACHE / m.folder / m.name, comfyui_path=comfyui_path, kind=m.synth
+            )
     return MODELS_CACHE
 
 

@@ -92,7 +92,7 @@ def test_submit_txt2img_returns_job_with_seed(
     job = r.json()
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["template"] == "txt2img"
-    assert job["template_version"] == "1.0.0"
+    assert job["template_version"] == "1.1.0"
     assert isinstance(job["params"]["seed"], int) and 0 <= job["params"]["seed"] <= 2**32 - 1
     assert job["params"]["sampler"] == "euler" and job["params"]["batch_size"] == 1
     assert len(job["graph_hash"]) == 64
@@ -348,14 +348,16 @@ def test_list_pagination_and_filters(api: TestClient, new_key: Callable[[str], H
 def test_templates_endpoints(api: TestClient, new_key: Callable[[str], Headers]) -> None:
     h = new_key("acme")
     data = api.get("/v1/templates", headers=h).json()["data"]
-    by = {t["name"]: t for t in data}
-    assert set(by) == {"txt2img", "upscale"}
-    t = by["txt2img"]
-    assert t["version"] == "1.0.0" and t["route"] == "/v1/txt2img" and t["gpu_class"] == "l4"
+    by = {t["route"]: t for t in data}
+    assert set(by) == {"/v1/txt2img", "/v1/img2img", "/v1/inpaint", "/v1/upscale", "/v2/upscale"}
+    t = by["/v1/txt2img"]
+    assert t["version"] == "1.1.0" and t["name"] == "txt2img" and t["gpu_class"] == "l4"
     assert t["params"]["properties"]["width"]["multipleOf"] == 8
     assert t["params"]["required"] == ["prompt"]
-    one = api.get("/v1/templates/upscale", headers=h).json()
-    assert one["params"]["properties"]["scale"]["maximum"] == 4
+    assert by["/v1/upscale"]["params"]["properties"]["scale"]["maximum"] == 4
+    one = api.get("/v1/templates/upscale", headers=h).json()  # the newest major
+    assert one["route"] == "/v2/upscale" and one["version"] == "2.0.0"
+    assert set(one["params"]["properties"]) == {"image", "output_format", "quality", "webhook_url"}
     assert_problem(api.get("/v1/templates/nope", headers=h), 404, "not_found")
 
 

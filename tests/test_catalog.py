@@ -37,7 +37,10 @@ def edit(d: Path, fn: Any) -> Path:
 def test_shipped_catalog_loads() -> None:
     cat = load_catalog(ROOT / "catalog.yaml")
     assert {(t.name, t.version) for t in cat.templates} == {
-        ("txt2img", "1.0.0"),
+        ("txt2img", "1.1.0"),
+        ("img2img", "1.0.0"),
+        ("inpaint", "1.0.0"),
+        ("upscale", "2.0.0"),
         ("upscale", "1.0.0"),
     }
     assert cat.gpu_classes["l4"].fallbacks == ["A10G"]

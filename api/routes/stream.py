@@ -1,70 +1,107 @@
-"""Server-Sent Events: a job's progress pushed to the client until it finishes."""
+"""Server-Sent Events: a job's progress pushed to the client until it finishes.
+
+Each event is named by what happened (`job.running`, `job.progress`, `job.succeeded`, ...) and
+carries a `JobEvent` as JSON. Its id is the job's position in its life, computed from the job
+row alone (see `position`), so ids only grow, any API process computes the same ones, and a
+client that reconnects with `Last-Event-ID` gets only what came after.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from api import schemas
 from api.deps import PrincipalDep, ServicesDep
 from api.edge import JobIdPath
-from api.routes.jobs import PROBLEMS, job_view
+from api.openapi import problems
+from api.routes.jobs import JOB_404, job_view
 from engine.errors import TooManyStreams
-from engine.store import TERMINAL, Job, get_job
+from engine.store import QUEUED, RUNNING, TERMINAL, Job, get_job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-EVENT_SCHEMA = {
-    "type": "object",
-    "description": "One Server-Sent Event.",
-    "properties": {
-        "event": {"type": "string", "const": "job", "description": "Always `job`."},
-        "id": {"type": "string", "description": "`status:progress` of the job when sent."},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "description": "The job as JSON: the body `GET /v1/jobs/{id}` answers.",
-        },
-    },
-    "required": ["event", "data"],
-}
-
 POLL_S = 0.25  # how often the stream looks at the job row (any process may change it)
 PING_S = 15  # keeps proxies from closing an idle stream
+_STEP = 1001  # positions per phase: progress in thousandths, 0..1000
+
+
+def position(job: Job) -> int:
+    """Where a job is in its life, as one integer that only grows.
+
+    A job is queued, then runs (attempt n), may be queued again for another attempt, and ends
+    in a terminal state; progress grows within an attempt. Phases: queued before attempt
+    n + 1 is 2n, running attempt n is 2n - 1, terminal is 2n + 1; within a phase, progress in
+    thousandths.
+    """
+    attempts = job.attempts or 0
+    if job.status == QUEUED:
+        phase = 2 * attempts
+    elif job.status == RUNNING:
+        phase = 2 * attempts - 1
+    else:
+        phase = 2 * attempts + 1
+    return phase * _STEP + round((job.progress or 0.0) * 1000)
+
+
+STREAM_DESCRIPTION = (
+    "Server-Sent Events. Each event is named by its `JobEvent.type`, its `id` is "
+    "`JobEvent.id`, and its `data` is one `JobEvent` as JSON (the job as `GET /v1/jobs/{id}` "
+    "shows it). An event is sent when the status or the progress changes; the last one is the "
+    "terminal state, and then the stream ends. Reconnect with `Last-Event-ID` to resume."
+)
 
 
 @router.get(
     "/jobs/{job_id}/events",
     name="stream_job_events",
     response_class=EventSourceResponse,
+    response_description=STREAM_DESCRIPTION,
     responses={
-        **PROBLEMS,
-        429: {
-            "model": schemas.Problem,
-            "description": "The key already holds its limit of open streams (or its rate "
-            "limit); see `Retry-After`.",
-        },
+        **problems(
+            {
+                404: JOB_404,
+                429: "The key already holds its limit of open streams "
+                "(`STENCIL_STREAMS_PER_KEY`), or is over its rate limit; see `Retry-After`.",
+            }
+        ),
         200: {
-            "description": (
-                "`text/event-stream`. Each event is named `job` and carries the job as JSON "
-                "(the same body as `GET /v1/jobs/{id}`), sent when its status or progress "
-                "changes; the stream ends after the terminal state."
-            ),
-            # OpenAPI 3.1 without `itemSchema`: `schema` describes one event.
-            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "`event: job.progress\\nid: 1520\\ndata: {JobEvent}` "
+                        "blocks; `$defs` names the schema of `data`.",
+                        "$defs": {"JobEvent": {"$ref": "#/components/schemas/JobEvent"}},
+                    }
+                }
+            },
         },
     },
 )
 async def stream_job_events(
-    job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
+    job_id: JobIdPath,
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=r"^[0-9]{1,15}$",
+            description="The `id` of the last event received: the stream resumes after it "
+            "(browsers' EventSource sends it when they reconnect).",
+        ),
+    ] = None,
 ) -> EventSourceResponse:
-    """Follow a job: progress and state changes as Server-Sent Events, ending when it is done."""
+    """Follow a job: its state changes and progress as Server-Sent Events, ending when it is
+    done."""
 
     def load() -> Job:
         with services.db.session() as s:
@@ -83,15 +120,25 @@ async def stream_job_events(
     # A stream never outlives the job's own limits (plus a margin for the final write).
     limit_s = (t.limits.max_queue_seconds + t.limits.max_run_seconds if t else 900) + 60
     base = str(request.base_url)
+    after = int(last_event_id) if last_event_id is not None else -1
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        job, last, deadline = first, None, time.monotonic() + limit_s
+        job, last, last_status = first, after, None
+        deadline = time.monotonic() + limit_s
         while True:
-            key = (job.status, round(job.progress or 0.0, 3))
-            if key != last:
-                last = key
-                body = job_view(job, services, base).model_dump_json()
-                yield ServerSentEvent(data=body, event="job", id=f"{job.status}:{key[1]}")
+            pos = position(job)
+            if pos > last:
+                last = pos
+                kind = f"job.{job.status}"
+                if job.status == RUNNING and last_status == RUNNING:
+                    kind = "job.progress"
+                last_status = job.status
+                event = schemas.JobEvent(
+                    id=pos,
+                    type=schemas.JobEventType(kind),
+                    job=job_view(job, services, base),
+                )
+                yield ServerSentEvent(data=event.model_dump_json(), event=kind, id=str(pos))
             if job.status in TERMINAL or time.monotonic() > deadline:
                 return
             if await request.is_disconnected():

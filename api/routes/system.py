@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import mimetypes
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import schemas
 from api.deps import ServicesDep
+from api.openapi import header, problems
 from engine.errors import NotFound, ServiceUnavailable, Unauthorized
 from engine.storage import LocalStorage, StorageError
 
@@ -21,7 +22,16 @@ router = APIRouter(tags=["system"])
 _metrics_bearer = HTTPBearer(auto_error=False, description="The metrics token, when one is set.")
 
 
-@router.get("/health", response_model=schemas.Health, name="health")
+PUBLIC: dict[str, Any] = {"security": []}  # no API key: says so in the document, so SDKs send none
+
+
+@router.get(
+    "/health",
+    response_model=schemas.Health,
+    name="health",
+    response_description="The process answers.",
+    openapi_extra=PUBLIC,
+)
 async def health() -> schemas.Health:
     """Liveness: the process answers. No auth."""
     return schemas.Health(status="ok")
@@ -31,7 +41,9 @@ async def health() -> schemas.Health:
     "/ready",
     response_model=schemas.Ready,
     name="ready",
-    responses={503: {"model": schemas.Problem, "description": "Database or engine down."}},
+    response_description="The database and the engine answer.",
+    responses=problems({503: "The database or the engine does not answer; see `Retry-After`."}),
+    openapi_extra=PUBLIC,
 )
 async def ready(services: ServicesDep) -> schemas.Ready:
     """Readiness: the database and the engine answer."""
@@ -52,18 +64,34 @@ async def ready(services: ServicesDep) -> schemas.Ready:
     "/v1/files/{key:path}",
     name="download_file",
     response_class=Response,
+    response_description="The file's bytes, typed by its extension.",
     responses={
-        200: {"content": {"image/png": {}}, "description": "The file."},
-        404: {"model": schemas.Problem, "description": "Unknown, expired or badly signed URL."},
+        200: {
+            "content": {
+                ctype: {"schema": {"type": "string", "format": "binary"}}
+                for ctype in ("application/octet-stream", "image/png", "image/jpeg", "image/webp")
+            },
+            "headers": {"Cache-Control": header("Cache-Control", required=True)},
+        },
+        **problems({404: "Unknown, expired or badly signed URL, or the file is gone."}),
     },
+    openapi_extra=PUBLIC,
 )
 async def download_file(
     key: str,
     services: ServicesDep,
-    expires: Annotated[int, Query(ge=0, le=2**40, description="Expiry, unix seconds.")],
-    signature: Annotated[str, Query(max_length=128, description="HMAC signature.")],
+    expires: Annotated[
+        int, Query(ge=0, le=2**40, description="Expiry, unix seconds (from the signed URL).")
+    ],
+    signature: Annotated[
+        str, Query(max_length=128, description="HMAC signature (from the signed URL).")
+    ],
 ) -> Response:
-    """A local-storage file behind an HMAC-signed, expiring URL (no API key needed)."""
+    """A local-storage file behind an HMAC-signed, expiring URL (no API key needed).
+
+    Output URLs on a job already carry `expires` and `signature`: GET the URL as it is (the
+    SDKs' `download`). With S3 storage, output URLs point at the bucket instead.
+    """
     storage = services.storage
     if not isinstance(storage, LocalStorage) or not storage.verify(key, expires, signature):
         raise NotFound("This link is unknown, expired or badly signed; read the job again.")

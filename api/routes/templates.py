@@ -9,9 +9,11 @@ from fastapi import APIRouter
 from api import schemas
 from api.deps import PrincipalDep, ServicesDep
 from api.edge import TemplateNamePath
+from api.openapi import problems
 from api.services import Services
 from engine.catalog import Template
 from engine.errors import NotFound
+from engine.params import operation_id, params_json_schema
 from engine.pricing import rate_for
 from engine.usage import estimate
 
@@ -38,6 +40,7 @@ def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
     """A template as the API shows it (reads the ledger: call it off the event loop)."""
     gpu = services.catalog.gpu_classes[t.gpu_class]
     model = services.request_models[(t.name, t.major)]
+    nxt = services.catalog.successor(t)
     return schemas.TemplateInfo(
         name=t.name,
         version=t.version,
@@ -48,11 +51,21 @@ def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
         gpu=gpu.gpu,
         usd_per_second=str(rate_for(services.catalog, t.gpu_class).usd_per_second),
         estimate=estimate_view(services, t),
-        params=model.model_json_schema(),
+        params=schemas.ParamsSchema.model_validate(params_json_schema(model)),
+        operation_id=operation_id(t),
+        deprecated=t.deprecated is not None,
+        deprecated_at=t.deprecated,
+        sunset_at=t.sunset,
+        successor=f"/v{nxt.major}/{nxt.name}" if nxt else None,
     )
 
 
-@router.get("/templates", response_model=schemas.TemplateList, name="list_templates")
+@router.get(
+    "/templates",
+    response_model=schemas.TemplateList,
+    name="list_templates",
+    response_description="Every template, each major version once.",
+)
 async def list_templates(_: PrincipalDep, services: ServicesDep) -> schemas.TemplateList:
     """Every template this API serves, with measured cost and run-time estimates."""
 
@@ -66,7 +79,8 @@ async def list_templates(_: PrincipalDep, services: ServicesDep) -> schemas.Temp
     "/templates/{name}",
     response_model=schemas.TemplateInfo,
     name="get_template",
-    responses={404: {"model": schemas.Problem, "description": "No such template."}},
+    response_description="The template's newest major version.",
+    responses=problems({404: "No such template."}),
 )
 async def get_template(
     name: TemplateNamePath, _: PrincipalDep, services: ServicesDep

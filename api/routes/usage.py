@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
@@ -12,6 +12,7 @@ from sqlalchemy import select
 from api import schemas
 from api.deps import AdminDep, PrincipalDep, ServicesDep
 from api.edge import EndQuery, StartQuery, TenantFilter
+from api.openapi import problems
 from api.services import Services
 from engine.budgets import budget_status
 from engine.errors import InvalidParams, NotFound
@@ -20,10 +21,7 @@ from engine.usage import GroupBy, UsageRow, totals, usage
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": schemas.Problem, "description": "Missing or invalid API key."},
-    422: {"model": schemas.Problem, "description": "Invalid range or grouping; names the field."},
-}
+USAGE_422 = "Invalid range or grouping; `errors` names the field."
 
 
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
@@ -70,20 +68,27 @@ def _report(
     )
 
 
-@router.get("/usage", response_model=schemas.Usage, name="get_usage", responses=PROBLEMS)
+@router.get(
+    "/usage",
+    response_model=schemas.Usage,
+    name="get_usage",
+    response_description="The tenant's usage over the range, grouped.",
+    responses=problems({422: USAGE_422}),
+)
 async def get_usage(
     principal: PrincipalDep,
     services: ServicesDep,
     start: StartQuery = None,
     end: EndQuery = None,
     group_by: Annotated[
-        Literal["template", "day", "gpu_class"], Query(description="How to group the totals.")
-    ] = "template",
+        schemas.TenantUsageGroupBy, Query(description="How to group the totals.")
+    ] = schemas.TenantUsageGroupBy.TEMPLATE,
 ) -> schemas.Usage:
     """Your tenant's jobs, billable seconds and USD per group, from the usage ledger."""
     s, e = resolve_range(start, end)
+    grouping: GroupBy = group_by.value
     return await asyncio.to_thread(
-        _report, services, s, e, group_by, principal.tenant_id, principal.tenant_name
+        _report, services, s, e, grouping, principal.tenant_id, principal.tenant_name
     )
 
 
@@ -92,11 +97,10 @@ async def get_usage(
     response_model=schemas.Usage,
     name="get_admin_usage",
     tags=["admin"],
-    responses={
-        **PROBLEMS,
-        403: {"model": schemas.Problem, "description": "The key lacks the admin scope."},
-        404: {"model": schemas.Problem, "description": "No such tenant."},
-    },
+    response_description="Usage over the range across tenants (or of one), grouped.",
+    responses=problems(
+        {422: USAGE_422, 403: "The key lacks the admin scope.", 404: "No such tenant."}
+    ),
 )
 async def get_admin_usage(
     _: AdminDep,
@@ -104,9 +108,8 @@ async def get_admin_usage(
     start: StartQuery = None,
     end: EndQuery = None,
     group_by: Annotated[
-        Literal["tenant", "template", "day", "gpu_class"],
-        Query(description="How to group the totals."),
-    ] = "tenant",
+        schemas.UsageGroupBy, Query(description="How to group the totals.")
+    ] = schemas.UsageGroupBy.TENANT,
     tenant: TenantFilter = None,
 ) -> schemas.Usage:
     """Usage across all tenants (admin scope), including what the platform absorbed."""
@@ -114,7 +117,8 @@ async def get_admin_usage(
     tenant_id: str | None = None
     if tenant is not None:
         tenant_id = await asyncio.to_thread(_tenant_id, services, tenant)
-    return await asyncio.to_thread(_report, services, s, e, group_by, tenant_id, tenant)
+    grouping: GroupBy = group_by.value
+    return await asyncio.to_thread(_report, services, s, e, grouping, tenant_id, tenant)
 
 
 def _tenant_id(services: Services, name: str) -> str:

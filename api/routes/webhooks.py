@@ -7,14 +7,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import schemas
 from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
-from api.edge import CursorQuery, EventIdPath, EventTypeFilter, JobIdPath
-from api.routes.jobs import PROBLEMS
+from api.edge import CursorQuery, EventIdPath, JobIdPath
+from api.openapi import header, problems
+from api.routes.jobs import JOB_404
 from api.services import Services
 from api.submit import check_webhook_url
 from engine import idempotency as idem
@@ -22,6 +23,8 @@ from engine import webhooks
 from engine.store import Principal, Tenant, WebhookEvent
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
+REPLAYED = {"headers": {"Idempotent-Replayed": header("Idempotent-Replayed")}}
+KEY_422 = "An `Idempotency-Key` reused with another request; `errors` names it."
 
 
 async def run_idempotent(
@@ -71,7 +74,12 @@ def _secret_view(s: Session, tenant_id: str) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-@router.get("/webhook-secret", response_model=schemas.WebhookSecret, name="get_webhook_secret")
+@router.get(
+    "/webhook-secret",
+    response_model=schemas.WebhookSecret,
+    name="get_webhook_secret",
+    response_description="The current signing secret.",
+)
 async def get_webhook_secret(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """The tenant's current webhook signing secret (made on first use)."""
 
@@ -86,7 +94,8 @@ async def get_webhook_secret(principal: PrincipalDep, services: ServicesDep) -> 
     "/webhook-secret/rotate",
     response_model=schemas.WebhookSecret,
     name="rotate_webhook_secret",
-    responses=PROBLEMS,
+    response_description="The new signing secret, and until when the previous one still signs.",
+    responses={200: REPLAYED, **problems({422: KEY_422})},
 )
 async def rotate_webhook_secret(
     response: Response,
@@ -141,7 +150,8 @@ def _delivery(ev: WebhookEvent, attempts: list[Any]) -> schemas.WebhookDelivery:
     "/jobs/{job_id}/webhooks",
     response_model=schemas.WebhookDeliveryList,
     name="list_job_webhooks",
-    responses=PROBLEMS,
+    response_description="The job's webhook events, oldest first, each with every attempt.",
+    responses=problems({404: JOB_404}),
 )
 async def list_job_webhooks(
     job_id: JobIdPath, principal: PrincipalDep, services: ServicesDep
@@ -160,9 +170,16 @@ async def list_job_webhooks(
     response_model=schemas.WebhookDeliveryList,
     status_code=202,
     name="replay_job_webhooks",
+    response_description="Accepted: the delivery log, with the replay pending.",
     responses={
-        **PROBLEMS,
-        409: {"model": schemas.Problem, "description": "No webhook, or the job is not done."},
+        202: REPLAYED,
+        **problems(
+            {
+                404: JOB_404,
+                409: "The job has no webhook, or is not finished.",
+                422: KEY_422,
+            }
+        ),
     },
 )
 async def replay_job_webhooks(
@@ -191,9 +208,6 @@ async def replay_job_webhooks(
 
 # ---- the tenant's endpoint for account events ----------------------------------------------
 
-# The tenant's own resources: no 404 (PROBLEMS' 404 is about jobs).
-TENANT_PROBLEMS = {code: v for code, v in PROBLEMS.items() if code != 404}
-
 
 def _endpoint_view(tenant: Tenant) -> dict[str, Any]:
     return schemas.WebhookEndpoint(
@@ -204,7 +218,10 @@ def _endpoint_view(tenant: Tenant) -> dict[str, Any]:
 
 
 @router.get(
-    "/webhook-endpoint", response_model=schemas.WebhookEndpoint, name="get_webhook_endpoint"
+    "/webhook-endpoint",
+    response_model=schemas.WebhookEndpoint,
+    name="get_webhook_endpoint",
+    response_description="The endpoint for account events (`url` null: none).",
 )
 async def get_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """Where the tenant's account events (`budget.threshold`) are delivered; `url` null: none."""
@@ -220,14 +237,10 @@ async def get_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -
     "/webhook-endpoint",
     response_model=schemas.WebhookEndpoint,
     name="set_webhook_endpoint",
-    responses={
-        **TENANT_PROBLEMS,
-        422: {
-            "model": schemas.Problem,
-            "description": "The URL is refused (not https, not a public address, ...); names "
-            "`url`.",
-        },
-    },
+    response_description="The endpoint as set.",
+    responses=problems(
+        {422: "The URL is refused (not https, not a public address, ...); names `url`."}
+    ),
 )
 async def set_webhook_endpoint(
     body: schemas.WebhookEndpointRequest, principal: PrincipalDep, services: ServicesDep
@@ -253,7 +266,7 @@ async def set_webhook_endpoint(
     "/webhook-endpoint",
     status_code=204,
     name="delete_webhook_endpoint",
-    responses=TENANT_PROBLEMS,
+    response_description="Removed (or there was none).",
 )
 async def delete_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -> Response:
     """Remove the endpoint: account events are then only recorded (`GET /v1/events`), and
@@ -269,10 +282,7 @@ async def delete_webhook_endpoint(principal: PrincipalDep, services: ServicesDep
 
 # ---- account events -----------------------------------------------------------------------
 
-EVENT_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    **PROBLEMS,
-    404: {"model": schemas.Problem, "description": "No such event for this tenant."},
-}
+EVENT_404 = "No such event for this tenant."
 
 
 def _event_view(found: webhooks.AccountEvent) -> schemas.AccountEvent:
@@ -291,14 +301,17 @@ def _event_view(found: webhooks.AccountEvent) -> schemas.AccountEvent:
     "/events",
     response_model=schemas.AccountEventList,
     name="list_events",
-    responses={**TENANT_PROBLEMS, 400: {"model": schemas.Problem, "description": "A bad cursor."}},
+    response_description="A page of account events, newest first.",
+    responses=problems({400: "The cursor is not one this API gave out."}),
 )
 async def list_events(
     principal: PrincipalDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Events per page.")] = 20,
     cursor: CursorQuery = None,
-    type: EventTypeFilter = None,
+    type: Annotated[
+        schemas.AccountEventType | None, Query(description="Only events of this type.")
+    ] = None,
 ) -> dict[str, Any]:
     """The tenant's account events (`budget.threshold`), newest first, each with its webhook
     delivery status and attempts."""
@@ -306,7 +319,11 @@ async def list_events(
     def load() -> dict[str, Any]:
         with services.db.session() as s:
             found, nxt = webhooks.list_events(
-                s, principal.tenant_id, limit=limit, cursor=cursor, type_=type
+                s,
+                principal.tenant_id,
+                limit=limit,
+                cursor=cursor,
+                type_=type.value if type is not None else None,
             )
             return schemas.AccountEventList(
                 data=[_event_view(f) for f in found], next_cursor=nxt
@@ -319,7 +336,8 @@ async def list_events(
     "/events/{event_id}",
     response_model=schemas.AccountEvent,
     name="get_event",
-    responses=EVENT_PROBLEMS,
+    response_description="The event, with its delivery.",
+    responses=problems({404: EVENT_404}),
 )
 async def get_event(
     event_id: EventIdPath, principal: PrincipalDep, services: ServicesDep
@@ -339,9 +357,10 @@ async def get_event(
     response_model=schemas.AccountEvent,
     status_code=202,
     name="replay_event",
+    response_description="Accepted: the event, with its delivery pending.",
     responses={
-        **EVENT_PROBLEMS,
-        409: {"model": schemas.Problem, "description": "The tenant has no webhook endpoint."},
+        202: REPLAYED,
+        **problems({404: EVENT_404, 409: "The tenant has no webhook endpoint.", 422: KEY_422}),
     },
 )
 async def replay_event(
@@ -367,3 +386,71 @@ async def replay_event(
     if services.dispatcher is not None:
         services.dispatcher.wake()
     return out
+
+
+# ---- what receivers get (the document's `webhooks` section; never served) -------------------
+
+receiver = APIRouter(tags=["webhooks"], generate_unique_id_function=lambda route: route.name)
+
+WebhookId = Annotated[
+    str,
+    Header(
+        alias="webhook-id",
+        description="The message id (`msg_...`), the same on every retry and replay: dedupe on it.",
+    ),
+]
+WebhookTimestamp = Annotated[
+    str,
+    Header(
+        alias="webhook-timestamp",
+        pattern=r"^[0-9]+$",
+        description="Unix seconds when this attempt was signed; refuse ones far from now.",
+    ),
+]
+WebhookSignature = Annotated[
+    str,
+    Header(
+        alias="webhook-signature",
+        description="Space-separated `v1,<base64 HMAC-SHA256>` over `{webhook-id}.{webhook-"
+        "timestamp}.{body}`, one per live secret (two during a rotation overlap).",
+    ),
+]
+
+_RECEIVED: dict[str, tuple[type[Any], str]] = {
+    "job.succeeded": (schemas.JobWebhookEvent, "A job you submitted with `webhook_url` succeeded."),
+    "job.failed": (schemas.JobWebhookEvent, "A job you submitted with `webhook_url` failed."),
+    "job.cancelled": (
+        schemas.JobWebhookEvent,
+        "A job you submitted with `webhook_url` was cancelled.",
+    ),
+    "budget.threshold": (
+        schemas.BudgetThresholdWebhookEvent,
+        "This month's spend crossed the tenant's budget threshold (sent to the tenant's "
+        "webhook endpoint, `PUT /v1/webhook-endpoint`).",
+    ),
+}
+
+
+def _declare_received(event: str, body: type[Any], summary: str) -> None:
+    async def receive(
+        payload: Any,
+        webhook_id: WebhookId,
+        webhook_timestamp: WebhookTimestamp,
+        webhook_signature: WebhookSignature,
+    ) -> None:
+        """Stencil POSTs this to your endpoint as a Standard Webhooks message, signed with the
+        tenant's secret (`GET /v1/webhook-secret`); verify before trusting it (the SDKs'
+        `verify_webhook`). Answer 2xx quickly; anything else is retried."""
+
+    receive.__annotations__["payload"] = body  # the event's own model (not a string annotation)
+    receiver.add_api_route(
+        event,
+        receive,
+        methods=["POST"],
+        name=f"on_{event.replace('.', '_')}",
+        summary=summary,
+    )
+
+
+for _event, (_body, _summary) in _RECEIVED.items():
+    _declare_received(_event, _body, _summary)

@@ -2,6 +2,7 @@
 
 from engine.comfy.client import (
     ComfyClient,
+    NodeProgress,
     OutputRef,
     ProgressEvent,
     QueueState,
@@ -36,6 +37,7 @@ __all__ = [
     "ComfyValidationError",
     "NodeError",
     "NodeErrorItem",
+    "NodeProgress",
     "OutputRef",
     "ProgressEvent",
     "QueueState",

@@ -9,7 +9,15 @@ in a few observable ways:
   as ``[[...options...], {...}]`` on old ones;
 * an unknown node type makes current servers answer ``400 {"error": {"type":
   "missing_node_type"...}}`` while old ones crash into a plain-text ``500``;
-* current servers honour ``{"prompt_id": ...}`` on ``/interrupt``; old ones ignore the body.
+* current servers honour ``{"prompt_id": ...}`` on ``/interrupt``; old ones ignore the body;
+* current servers honour a client-chosen ``prompt_id`` in ``POST /prompt`` (so a prompt can be
+  cancelled even when the answer to its submission is lost); old ones mint their own;
+* current servers send ``progress_state`` (every node's progress) around each node, and
+  ``executed`` even for cached output nodes; old ones only send ``progress`` for the node
+  running;
+* on current servers ``execution_success`` can arrive before ``/history`` holds the entry.
+
+The client follows the current protocol first and falls back where a message is absent.
 """
 
 from __future__ import annotations
@@ -53,8 +61,11 @@ PROGRESS_TYPES = frozenset(
         "progress",
         "executed",
         "execution_success",
+        "progress_state",
     }
 )
+# After execution_success, how long to wait for the closing message before reading history.
+SUCCESS_TO_IDLE_S = 2.0
 # History/ executed entries that name files ComfyUI wrote.
 _FILE_KEYS = ("images", "gifs", "videos", "audio", "files")
 
@@ -70,6 +81,22 @@ class OutputRef:
 
 
 @dataclass(frozen=True)
+class NodeProgress:
+    """One node's progress from a ``progress_state`` message."""
+
+    value: float
+    max: float
+    state: str  # "running" or "finished" ("pending" nodes are not sent)
+
+    @property
+    def fraction(self) -> float:
+        """Share of this node's work done."""
+        if self.state == "finished":
+            return 1.0
+        return min(self.value / self.max, 1.0) if self.max > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class ProgressEvent:
     """One websocket message about our prompt, flattened."""
 
@@ -80,10 +107,15 @@ class ProgressEvent:
     max: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     at: float = 0.0  # time.monotonic() when received
+    # progress_state only: each node's progress, and the whole prompt's share done.
+    nodes: Mapping[str, NodeProgress] = field(default_factory=dict)
+    overall: float | None = None
 
     @property
     def fraction(self) -> float | None:
-        """value/max for ``progress`` events, else None."""
+        """The prompt's share done: across nodes (``progress_state``), else value/max."""
+        if self.overall is not None:
+            return self.overall
         if self.value is None or not self.max:
             return None
         return self.value / self.max
@@ -128,6 +160,7 @@ class RunResult:
 class _RunState:
     prompt_id: str
     queued_at: float
+    node_count: int = 0
     started: float | None = None
     finished: float | None = None
     cached_nodes: list[str] = field(default_factory=list)
@@ -447,11 +480,18 @@ class ComfyClient:
 
     # ------------------------------------------------------------------ submission
 
-    async def submit(self, graph: dict[str, Any], client_id: str) -> str:
-        """Queue an API-format graph; returns its prompt_id or raises ComfyValidationError."""
-        resp = await self._request(
-            "POST", "/prompt", json={"prompt": graph, "client_id": client_id}
-        )
+    async def submit(
+        self, graph: dict[str, Any], client_id: str, *, prompt_id: str | None = None
+    ) -> str:
+        """Queue an API-format graph; returns its prompt_id or raises ComfyValidationError.
+
+        `prompt_id` (a UUID) is honoured by current ComfyUI; old servers mint their own, so
+        callers must use the id returned.
+        """
+        body: dict[str, Any] = {"prompt": graph, "client_id": client_id}
+        if prompt_id is not None:
+            body["prompt_id"] = prompt_id
+        resp = await self._request("POST", "/prompt", json=body)
         if resp.status_code == 200:
             body = self._json(resp)
             prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
@@ -574,16 +614,27 @@ class ComfyClient:
         follow: asyncio.Task[RunResult] | None = None
         cancel_wait: asyncio.Task[bool] | None = None
         state: _RunState | None = None
+        # Chosen here so that a submission whose answer is lost can still be stopped.
+        chosen = str(uuid.uuid4())
         try:
             queued_at = time.monotonic()
             try:
                 prompt_id = await asyncio.wait_for(
-                    self.submit(graph, client_id), timeout=max(deadline - queued_at, 0.001)
+                    self.submit(graph, client_id, prompt_id=chosen),
+                    timeout=max(deadline - queued_at, 0.001),
                 )
             except TimeoutError:
+                await asyncio.shield(self._stop_quietly(chosen))
                 raise ComfyTimeout(None, timeout, what="submission") from None
+            except asyncio.CancelledError:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._stop_quietly(chosen))
+                raise
             state = _RunState(
-                prompt_id=prompt_id, queued_at=queued_at, via_websocket=ws is not None
+                prompt_id=prompt_id,
+                queued_at=queued_at,
+                node_count=len(graph),
+                via_websocket=ws is not None,
             )
             follow = asyncio.create_task(self._follow(ws, state, on_progress, deadline))
             waiters: set[asyncio.Future[Any]] = {follow}
@@ -703,12 +754,38 @@ class ComfyClient:
                 )
             elif mtype == "execution_interrupted":
                 raise ComfyInterrupted(pid, node_id=_opt_str(data.get("node_id")))
-            if mtype in PROGRESS_TYPES:
+            if mtype == "progress_state":
+                await self._emit(on_progress, _progress_state_event(pid, data, now, state))
+            elif mtype in PROGRESS_TYPES:
                 await self._emit(on_progress, _event(pid, mtype, data, now))
-            if mtype == "execution_success" or (mtype == "executing" and data.get("node") is None):
+            if mtype == "execution_success":
+                state.finished = now
+                # Current ComfyUI writes /history just before the closing `executing
+                # {node: null}`: waiting for that message saves polling an empty history.
+                with contextlib.suppress(TimeoutError, ConnectionClosed):
+                    await asyncio.wait_for(self._until_idle(ws, pid), SUCCESS_TO_IDLE_S)
+                return True
+            if mtype == "executing" and data.get("node") is None:
                 state.finished = now
                 return True
         return False
+
+    @staticmethod
+    async def _until_idle(ws: ClientConnection, prompt_id: str) -> None:
+        """Read until ``executing {node: null}`` for `prompt_id` (the prompt's last message)."""
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                continue
+            with contextlib.suppress(ValueError):
+                msg = json.loads(raw)
+                data = msg.get("data") if isinstance(msg, dict) else None
+                if (
+                    isinstance(data, dict)
+                    and msg.get("type") == "executing"
+                    and data.get("node") is None
+                    and data.get("prompt_id") == prompt_id
+                ):
+                    return
 
     async def _follow_poll(self, state: _RunState) -> dict[str, Any]:
         """Poll history/queue until the prompt is in history; ComfyUnavailable if it vanished."""
@@ -806,4 +883,40 @@ def _event(prompt_id: str, mtype: str, data: Mapping[str, Any], at: float) -> Pr
         max=_opt_int(data.get("max")) if mtype == "progress" else None,
         data=dict(data),
         at=at,
+    )
+
+
+def _progress_state_event(
+    prompt_id: str, data: Mapping[str, Any], at: float, state: _RunState
+) -> ProgressEvent:
+    """Flatten ``progress_state``: every node's progress and the prompt's share done.
+
+    The share counts each node of the graph alike (cached nodes as done), so a graph with two
+    samplers moves forward through both instead of running 0 to 1 twice.
+    """
+    raw = data.get("nodes")
+    nodes: dict[str, NodeProgress] = {}
+    for node_id, item in raw.items() if isinstance(raw, Mapping) else ():
+        if not isinstance(item, Mapping):
+            continue
+        try:
+            value, maximum = float(item.get("value") or 0), float(item.get("max") or 0)
+        except (TypeError, ValueError):
+            continue
+        nodes[str(node_id)] = NodeProgress(value, maximum, str(item.get("state") or "running"))
+    running = [(k, n) for k, n in nodes.items() if n.state == "running"]
+    node, prog = running[-1] if running else (None, None)
+    total = max(state.node_count, len(set(nodes) | set(state.cached_nodes)), 1)
+    done = sum(n.fraction for k, n in nodes.items() if k not in state.cached_nodes)
+    done += len(state.cached_nodes)
+    return ProgressEvent(
+        prompt_id=prompt_id,
+        type="progress_state",
+        node=node,
+        value=int(prog.value) if prog else None,
+        max=int(prog.max) if prog else None,
+        data=dict(data),
+        at=at,
+        nodes=nodes,
+        overall=min(done / total, 1.0),
     )

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -89,8 +89,11 @@ class ComfyProcess:
         output_dir: Path | None = None,
         log_path: Path | None = None,
         extra_args: list[str] | None = None,
+        custom_nodes: Sequence[Path] = (),
     ) -> None:
         self.comfyui_path = Path(comfyui_path).absolute()
+        # Folders of custom node packages loaded beside ComfyUI's own custom_nodes/.
+        self.custom_nodes = [Path(p).absolute() for p in custom_nodes]
         self.python = python
         self.host = host
         self._port = port
@@ -153,13 +156,18 @@ class ComfyProcess:
     # ------------------------------------------------------------------ command line
 
     def _write_model_paths(self) -> Path | None:
-        """Generate the extra_model_paths yaml mapping models_dir sub-folders."""
-        if self.models_dir is None:
+        """Generate the extra_model_paths yaml: models_dir sub-folders, custom node folders."""
+        if self.models_dir is None and not self.custom_nodes:
             return None
-        mapping: dict[str, str] = {"base_path": str(self.models_dir)}
-        for folder in MODEL_FOLDERS:
-            (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
-            mapping[folder] = folder
+        mapping: dict[str, str] = {}
+        if self.models_dir is not None:
+            mapping["base_path"] = str(self.models_dir)
+            for folder in MODEL_FOLDERS:
+                (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
+                mapping[folder] = folder
+        if self.custom_nodes:
+            # Absolute paths: ComfyUI joins them to base_path, which leaves them as they are.
+            mapping["custom_nodes"] = "\n".join(str(p) for p in self.custom_nodes)
         path = self.runtime_dir / "extra_model_paths.yaml"
         path.write_text(yaml.safe_dump({"stencil": mapping}, sort_keys=False))
         return path

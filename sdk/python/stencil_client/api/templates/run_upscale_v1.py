@@ -1,0 +1,258 @@
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from ... import errors
+from ...client import AuthenticatedClient, Client
+from ...models.job import Job
+from ...models.problem import Problem
+from ...models.upscale_v1_multipart import UpscaleV1Multipart
+from ...models.upscale_v1_request import UpscaleV1Request
+from ...types import UNSET, Response, Unset
+
+
+def _get_kwargs(
+    *,
+    body: UpscaleV1Request | UpscaleV1Multipart | Unset = UNSET,
+    idempotency_key: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(idempotency_key, Unset):
+        headers["Idempotency-Key"] = idempotency_key
+
+    _kwargs: dict[str, Any] = {
+        "method": "post",
+        "url": "/v1/upscale",
+    }
+
+    if isinstance(body, UpscaleV1Request):
+        _kwargs["json"] = body.to_dict()
+
+        headers["Content-Type"] = "application/json"
+    if isinstance(body, UpscaleV1Multipart):
+        _kwargs["files"] = body.to_multipart()
+
+        headers["Content-Type"] = "multipart/form-data; boundary=+++"
+
+    _kwargs["headers"] = headers
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Job | Problem | None:
+    if response.status_code == 202:
+        response_202 = Job.from_dict(response.json())
+
+        return response_202
+
+    if response.status_code == 400:
+        response_400 = Problem.from_dict(response.json())
+
+        return response_400
+
+    if response.status_code == 401:
+        response_401 = Problem.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 402:
+        response_402 = Problem.from_dict(response.json())
+
+        return response_402
+
+    if response.status_code == 413:
+        response_413 = Problem.from_dict(response.json())
+
+        return response_413
+
+    if response.status_code == 415:
+        response_415 = Problem.from_dict(response.json())
+
+        return response_415
+
+    if response.status_code == 422:
+        response_422 = Problem.from_dict(response.json())
+
+        return response_422
+
+    if response.status_code == 429:
+        response_429 = Problem.from_dict(response.json())
+
+        return response_429
+
+    if response.status_code == 503:
+        response_503 = Problem.from_dict(response.json())
+
+        return response_503
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Job | Problem]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    *,
+    client: AuthenticatedClient,
+    body: UpscaleV1Request | UpscaleV1Multipart | Unset = UNSET,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Job | Problem]:
+    """Upscale an image by a factor with a classic resampling filter.
+
+     Resize an input image by 1x to 4x with a resampling method (core ComfyUI nodes, no model). Send the
+    image as a multipart file or a base64 data URL.
+
+    Args:
+        idempotency_key (str | Unset): Makes the POST safe to retry: the same key and body within
+            24 hours returns the original result instead of doing the work again; the same key with
+            another body is a 422.
+        body (UpscaleV1Request): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0).
+        body (UpscaleV1Multipart): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0). As `multipart/form-data`: images are file parts, other fields
+            text parts.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Job | Problem]
+    """
+
+    kwargs = _get_kwargs(
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    *,
+    client: AuthenticatedClient,
+    body: UpscaleV1Request | UpscaleV1Multipart | Unset = UNSET,
+    idempotency_key: str | Unset = UNSET,
+) -> Job | Problem | None:
+    """Upscale an image by a factor with a classic resampling filter.
+
+     Resize an input image by 1x to 4x with a resampling method (core ComfyUI nodes, no model). Send the
+    image as a multipart file or a base64 data URL.
+
+    Args:
+        idempotency_key (str | Unset): Makes the POST safe to retry: the same key and body within
+            24 hours returns the original result instead of doing the work again; the same key with
+            another body is a 422.
+        body (UpscaleV1Request): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0).
+        body (UpscaleV1Multipart): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0). As `multipart/form-data`: images are file parts, other fields
+            text parts.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Job | Problem
+    """
+
+    return sync_detailed(
+        client=client,
+        body=body,
+        idempotency_key=idempotency_key,
+    ).parsed
+
+
+async def asyncio_detailed(
+    *,
+    client: AuthenticatedClient,
+    body: UpscaleV1Request | UpscaleV1Multipart | Unset = UNSET,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Job | Problem]:
+    """Upscale an image by a factor with a classic resampling filter.
+
+     Resize an input image by 1x to 4x with a resampling method (core ComfyUI nodes, no model). Send the
+    image as a multipart file or a base64 data URL.
+
+    Args:
+        idempotency_key (str | Unset): Makes the POST safe to retry: the same key and body within
+            24 hours returns the original result instead of doing the work again; the same key with
+            another body is a 422.
+        body (UpscaleV1Request): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0).
+        body (UpscaleV1Multipart): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0). As `multipart/form-data`: images are file parts, other fields
+            text parts.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Job | Problem]
+    """
+
+    kwargs = _get_kwargs(
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    *,
+    client: AuthenticatedClient,
+    body: UpscaleV1Request | UpscaleV1Multipart | Unset = UNSET,
+    idempotency_key: str | Unset = UNSET,
+) -> Job | Problem | None:
+    """Upscale an image by a factor with a classic resampling filter.
+
+     Resize an input image by 1x to 4x with a resampling method (core ComfyUI nodes, no model). Send the
+    image as a multipart file or a base64 data URL.
+
+    Args:
+        idempotency_key (str | Unset): Makes the POST safe to retry: the same key and body within
+            24 hours returns the original result instead of doing the work again; the same key with
+            another body is a 422.
+        body (UpscaleV1Request): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0).
+        body (UpscaleV1Multipart): Upscale an image by a factor with a classic resampling filter
+            (template upscale 1.0.0). As `multipart/form-data`: images are file parts, other fields
+            text parts.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Job | Problem
+    """
+
+    return (
+        await asyncio_detailed(
+            client=client,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+    ).parsed

@@ -1,0 +1,13 @@
+from enum import StrEnum
+
+
+class Img2ImgV1Scheduler(StrEnum):
+    DDIM_UNIFORM = "ddim_uniform"
+    EXPONENTIAL = "exponential"
+    KARRAS = "karras"
+    NORMAL = "normal"
+    SGM_UNIFORM = "sgm_uniform"
+    SIMPLE = "simple"
+
+    def __str__(self) -> str:
+        return str(self.value)
