@@ -31,7 +31,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import (
+    positive_data_acceptance,
+    response_schema_conformance,
+)
 from sqlalchemy import create_engine, text
 
 from api.app import create_app
@@ -190,7 +193,13 @@ def _machine(t: Target) -> Any:
             return {"headers": _prepare(t, case)}
 
         def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-            case.validate_response(response, excluded_checks=EXCLUDED)
+            excluded = list(EXCLUDED)
+            if case.operation.path == "/v1/jobs/{job_id}/events":
+                # The document describes the stream as a string (what the SDK generators
+                # need), while schemathesis reads an OpenAPI 3.1 `schema` of an event stream as
+                # one event, an object: its body is checked by tests/test_stream.py instead.
+                excluded.append(response_schema_conformance)
+            case.validate_response(response, excluded_checks=excluded)
 
     return Machine
 
