@@ -51,6 +51,7 @@ def live(
         catalog=Path(__file__).resolve().parents[1] / "catalog.yaml",
         database_url=f"sqlite:///{home / 'stencil.db'}",
         url_signing_secret="test-secret",
+        trusted_hosts="testserver",  # TestClient's Host
         comfyui_url=comfy_url,
         worker_concurrency=1,
         active_job_quota=20,
