@@ -15,8 +15,9 @@ from rich.table import Table
 
 from api.cli_templates import templates_app
 from api.settings import Settings
-from engine.catalog import CatalogError, catalog_json_schema, load_catalog
-from engine.store import Database, create_key, list_keys, revoke_key
+from engine.catalog.catalog import CatalogError, catalog_json_schema, load_catalog
+from engine.db.database import Database
+from engine.tenants.keys import create_key, list_keys, revoke_key
 
 app = typer.Typer(
     help="Stencil: vetted ComfyUI workflows as a typed, metered API.", no_args_is_help=True
@@ -81,7 +82,7 @@ def dev(
     key_file = settings.home / "dev-api-key"
     db = _db(settings)
     token = key_file.read_text().strip() if key_file.exists() else ""
-    from engine.store import resolve_key
+    from engine.tenants.keys import resolve_key
 
     with db.session() as s:
         if not token or resolve_key(s, token) is None:
@@ -160,7 +161,7 @@ def tenants_limits(
     """Set a tenant's per-key rate limits (the settings' defaults where omitted)."""
     from limits import parse_many
 
-    from engine.store import set_tenant_rate_limits
+    from engine.tenants.keys import set_tenant_rate_limits
 
     for v in (write, read):
         if v is not None:
@@ -213,9 +214,7 @@ def comfyui_install(
     else:
         dest = (settings.home / f"comfyui-{source.name}").resolve()
     try:
-        install_comfyui(
-            dest, version=source.name, install_requirements=requirements, log=out.print
-        )
+        install_comfyui(dest, version=source.name, install_requirements=requirements, log=out.print)
     except ComfyInstallError as e:
         err.print(f"[red]error[/red] {e}")
         raise typer.Exit(1) from None
@@ -227,7 +226,7 @@ def comfyui_install(
 @models_app.command("synth")
 def models_synth() -> None:
     """Write random-weight stand-ins for the catalog's models (tests and the local demo)."""
-    from engine.synth import KINDS, synth_checkpoint
+    from engine.catalog.synth import KINDS, synth_checkpoint
 
     settings = Settings()
     cat = load_catalog(settings.catalog)
@@ -244,7 +243,7 @@ def models_synth() -> None:
 @models_app.command("fetch")
 def models_fetch() -> None:
     """Download the catalog's models, verify sha256, refuse a mismatch."""
-    from engine.models import ModelChecksumError, fetch_model
+    from engine.catalog.models import ModelChecksumError, fetch_model
 
     settings = Settings()
     cat = load_catalog(settings.catalog)
@@ -284,9 +283,9 @@ def catalog_check(
     if engine:
         import asyncio
 
+        from engine.catalog.compat import check_catalog
+        from engine.catalog.render import TemplateGraphs
         from engine.comfy import ComfyClient, ComfyError
-        from engine.compat import check_catalog
-        from engine.render import TemplateGraphs
 
         async def read() -> dict[str, Any]:
             async with ComfyClient(engine) as client:
@@ -349,10 +348,10 @@ def verify(
     import asyncio
 
     from api.services import local_comfy
+    from engine.catalog.render import TemplateGraphs
     from engine.comfy import ComfyClient, ComfyStartError
     from engine.comfy.install import comfyui_version, is_comfyui_dir
     from engine.comfy.process import ComfyProcess
-    from engine.render import TemplateGraphs
     from engine.verify import VerifyReport, verify_engine
 
     settings = Settings()
@@ -428,8 +427,8 @@ def usage_report(
     """Jobs, billable seconds and USD per group from the usage ledger, with a total."""
     from sqlalchemy import select
 
-    from engine.store import Tenant
-    from engine.usage import totals, usage
+    from engine.billing.usage import totals, usage
+    from engine.db.tables import Tenant
 
     if group_by not in ("tenant", "template", "day", "gpu_class"):
         raise typer.BadParameter("use tenant, template, day or gpu_class", param_hint="--group-by")
@@ -487,9 +486,9 @@ def tenants_budget(
 
     from sqlalchemy import select
 
-    from engine.budgets import budget_status, set_budget
+    from engine.billing.budgets import budget_status, set_budget
+    from engine.db.tables import Tenant
     from engine.errors import StencilError
-    from engine.store import Tenant
 
     def dec(name: str, v: str | None) -> Decimal | None:
         try:
@@ -540,9 +539,9 @@ def tenants_webhook(
     from sqlalchemy import select
 
     from api.services import make_guard
-    from engine import webhooks
-    from engine.fetch import UrlRefused
-    from engine.store import Tenant
+    from engine.db.tables import Tenant
+    from engine.intake.fetch import UrlRefused
+    from engine.webhooks import delivery as webhooks
 
     if url is not None and clear:
         raise typer.BadParameter("give --url or --clear, not both", param_hint="--clear")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from api.settings import Settings
-from engine.catalog import CatalogError, load_catalog, parse_catalog
+from engine.catalog.catalog import CatalogError, load_catalog, parse_catalog
 
 templates_app = typer.Typer(help="Templates: import from ComfyUI, render.", no_args_is_help=True)
 out = Console()
@@ -95,8 +95,8 @@ def templates_import(
     dry_run: Annotated[bool, typer.Option(help="Print what would be written.")] = False,
 ) -> None:
     """Write templates/NAME/v1.json.j2 and a catalog entry from an exported workflow."""
-    from engine.compat import check_template
-    from engine.importer import (
+    from engine.catalog.compat import check_template
+    from engine.catalog.importer import (
         REVIEW,
         ImportRefused,
         ParamBinding,
@@ -104,7 +104,7 @@ def templates_import(
         import_workflow,
         load_workflow,
     )
-    from engine.render import TemplateGraphs
+    from engine.catalog.render import TemplateGraphs
 
     settings = Settings()
     cat_path = (catalog or settings.catalog).resolve()
@@ -191,9 +191,9 @@ def templates_render(
     major: Annotated[int | None, typer.Option(help="The major version (default: newest).")] = None,
 ) -> None:
     """Print the graph a request would produce, after the validation a request gets."""
+    from engine.catalog.params import build_request_model, resolve_params, validate_params
+    from engine.catalog.render import GraphError, TemplateGraphs
     from engine.errors import InvalidParams
-    from engine.params import build_request_model, resolve_params, validate_params
-    from engine.render import GraphError, TemplateGraphs
 
     settings = Settings()
     try:

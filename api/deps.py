@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.services import Services
 from engine.errors import Forbidden, InvalidParams, RateLimited, Unauthorized
-from engine.store import Principal, resolve_key
+from engine.tenants.keys import Principal, resolve_key
 
 log = logging.getLogger("stencil.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")

@@ -15,8 +15,8 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator, BeforeValidator
 
-from engine.bounds import EARLIEST, ID_PATTERN, LATEST, TEXT_PATTERN, bounded_utc, storable
-from engine.catalog import NAME_RE
+from engine.catalog.catalog import NAME_RE
+from engine.db.bounds import EARLIEST, ID_PATTERN, LATEST, TEXT_PATTERN, bounded_utc, storable
 
 
 def _storable(v: str | None) -> str | None:
@@ -33,7 +33,7 @@ EventIdPath = Annotated[
 ]
 TemplateNamePath = Annotated[str, Path(pattern=NAME_RE, description="The template name.")]
 
-# Opaque: what it decodes to is checked by `engine.store.decode_cursor` (a bad one is a 400).
+# Opaque: what it decodes to is checked by `engine.db.cursors.decode_cursor` (a bad one is a 400).
 CursorQuery = Annotated[
     str | None, Query(max_length=200, description="The previous page's `next_cursor`.")
 ]

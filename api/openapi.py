@@ -19,8 +19,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from api import schemas
-from engine.catalog import Catalog, Template
-from engine.params import model_name, multipart_name, params_name, template_schemas
+from engine.catalog.catalog import Catalog, Template
+from engine.catalog.params import model_name, multipart_name, params_name, template_schemas
 
 API_VERSION = "1.0.0"
 SECURITY_SCHEME = "HTTPBearer"

@@ -11,21 +11,21 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from api.settings import Settings
-from engine.catalog import Catalog, load_catalog
+from engine.catalog.catalog import Catalog, load_catalog
+from engine.catalog.compat import EngineIncompatible, check_catalog
+from engine.catalog.params import build_request_model
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.process import ComfyProcess
-from engine.compat import EngineIncompatible, check_catalog
-from engine.fetch import UrlGuard, parse_allow, parse_ports
+from engine.db.database import Database
+from engine.intake.fetch import UrlGuard, parse_allow, parse_ports
+from engine.intake.storage import LocalStorage, S3Storage, Storage
 from engine.metrics import registry_for
-from engine.params import build_request_model
-from engine.ratelimit import RateLimiter
-from engine.render import TemplateGraphs
 from engine.runners.base import Runner
 from engine.runners.local import LocalRunner, worker_id
-from engine.storage import LocalStorage, S3Storage, Storage
-from engine.store import Database
-from engine.webhooks import DispatchConfig, Dispatcher
-from engine.worker import WorkerContext
+from engine.runners.worker import WorkerContext
+from engine.tenants.ratelimit import RateLimiter
+from engine.webhooks.delivery import DispatchConfig, Dispatcher
 
 log = logging.getLogger("stencil.services")
 

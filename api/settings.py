@@ -186,7 +186,7 @@ class Settings(BaseSettings):
     @field_validator("url_ports")
     @classmethod
     def _ports(cls, v: str) -> str:
-        from engine.fetch import parse_ports
+        from engine.intake.fetch import parse_ports
 
         parse_ports(v)
         return v
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     @field_validator("url_allow")
     @classmethod
     def _allow(cls, v: str) -> str:
-        from engine.fetch import parse_allow
+        from engine.intake.fetch import parse_allow
 
         parse_allow(v)
         return v

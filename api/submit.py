@@ -15,9 +15,12 @@ from starlette.datastructures import UploadFile
 from api.jsonbody import parse_json
 from api.problems import JSON_BODY
 from api.services import Services
-from engine import idempotency as idem
-from engine.budgets import check_budget
-from engine.catalog import Template
+from engine.billing.budgets import check_budget
+from engine.catalog.catalog import Template
+from engine.catalog.params import resolve_params, validate_params
+from engine.catalog.render import GraphError
+from engine.db.database import new_id, utcnow
+from engine.db.tables import Job
 from engine.errors import (
     BudgetExceeded,
     InvalidMedia,
@@ -25,10 +28,11 @@ from engine.errors import (
     QuotaExceeded,
     UnsupportedMediaType,
 )
-from engine.media import CheckedImage, check_image, decode_data_url, is_url
-from engine.params import resolve_params, validate_params
-from engine.render import GraphError
-from engine.store import QUEUED, Job, Principal, insert_job, new_id, utcnow
+from engine.intake.media import CheckedImage, check_image, decode_data_url, is_url
+from engine.jobs import idempotency as idem
+from engine.jobs.states import QUEUED
+from engine.jobs.store import insert_job
+from engine.tenants.keys import Principal
 
 _IMAGE_PLACEHOLDER = "data:image/png;base64,"
 
@@ -110,7 +114,7 @@ async def fetch_urls(services: Services, t: Template, body: Body) -> None:
 async def check_webhook_url(services: Services, url: str, field: str = "webhook_url") -> None:
     """A webhook URL passes the same guard as image URLs (resolved, never connected); a
     refusal is a 422 naming `field`."""
-    from engine.fetch import UrlRefused
+    from engine.intake.fetch import UrlRefused
 
     try:
         await services.guard.check(url)
@@ -156,7 +160,8 @@ def check_media(
 def _quota_and_active(services: Services, tenant_id: str) -> tuple[int, int]:
     from sqlalchemy import func, select
 
-    from engine.store import ACTIVE, Tenant
+    from engine.db.tables import Tenant
+    from engine.jobs.states import ACTIVE
 
     with services.db.session() as s:
         own = s.scalar(select(Tenant.active_job_quota).where(Tenant.id == tenant_id))

@@ -21,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import generate_latest  # noqa: E402
 
+from engine.billing.usage import estimate, usage  # noqa: E402
+from engine.db.database import Database, new_id, utcnow  # noqa: E402
+from engine.db.tables import Job, LedgerEntry  # noqa: E402
 from engine.metrics import registry_for  # noqa: E402
-from engine.store import Database, Job, LedgerEntry, ensure_tenant, new_id, utcnow  # noqa: E402
-from engine.usage import estimate, usage  # noqa: E402
+from engine.tenants.keys import ensure_tenant  # noqa: E402
 
 
 def fill(db: Database, rows: int) -> None:

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
+from engine.catalog.params import resolve_params, validate_params  # noqa: E402
 from engine.comfy import ComfyClient, ComfyProcess  # noqa: E402
-from engine.params import resolve_params, validate_params  # noqa: E402
-from engine.store import create_key  # noqa: E402
+from engine.tenants.keys import create_key  # noqa: E402
 
 
 def main() -> None:

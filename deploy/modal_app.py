@@ -2,8 +2,8 @@
 
 One App holds the API (`api`, an ASGI function serving `api.app.create_app` with
 STENCIL_RUNNER=modal), one GPU class per catalog GPU class (`Worker_<name>`, generated from
-catalog.yaml at import time, each running the same `engine.worker.execute_job` as the local
-runner through `engine.modal_worker.ModalWorker`), and the supervisor cron (`supervise`).
+catalog.yaml at import time, each running the same `engine.runners.worker.execute_job` as the local
+runner through `engine.runners.modal_worker.ModalWorker`), and the supervisor cron (`supervise`).
 
 Importing this file needs no Modal credentials: it only defines objects. It is imported again
 inside every container (and every image build step), where the project source may be absent,
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import modal
 
 if TYPE_CHECKING:
-    from engine.catalog import Catalog
+    from engine.catalog.catalog import Catalog
 
 APP_NAME = "stencil"  # engine.runners.modal.APP_NAME; a test keeps them equal
 # Locally the repository; in a container the project sits in /root, as the images put it.
@@ -287,7 +287,7 @@ class GpuClassSpec:
 def _load_catalog() -> Catalog | None:
     """The catalog, or None inside an image build step (no project source there)."""
     try:
-        from engine.catalog import load_catalog
+        from engine.catalog.catalog import load_catalog
     except ImportError:
         if modal.is_local():
             raise
@@ -379,7 +379,7 @@ WORKER_ENV = {
 def fetch_models(models: list[dict[str, str]]) -> None:
     """Image build step: download each catalog model into the Volume; a bad sha256 fails it."""
     sys.path.insert(0, BUILD_DIR)
-    from stencil_models import fetch_model, model_status  # engine/models.py, copied alone
+    from stencil_models import fetch_model, model_status  # engine/catalog/models.py, copied alone
 
     for m in models:
         dest = Path(MODELS_MOUNT) / m["folder"] / m["name"]
@@ -442,7 +442,9 @@ worker_image = _with_project(
     .uv_pip_install(
         *[p for p in WORKER_LOCK if p.split("==")[0] in ("httpx", "rich")], uv_version=UV_VERSION
     )
-    .add_local_file(ROOT / "engine" / "models.py", f"{BUILD_DIR}/stencil_models.py", copy=True)
+    .add_local_file(
+        ROOT / "engine" / "catalog" / "models.py", f"{BUILD_DIR}/stencil_models.py", copy=True
+    )
     .run_function(
         fetch_models,
         volumes={MODELS_MOUNT: models_volume},
@@ -478,9 +480,9 @@ def _open_store() -> tuple[Any, Any, Any, Catalog]:
     """Settings, job store, output storage and catalog from the container's environment."""
     from api.services import make_storage
     from api.settings import Settings
-    from engine.catalog import load_catalog
-    from engine.modal_worker import ensure_database_url
-    from engine.store import Database
+    from engine.catalog.catalog import load_catalog
+    from engine.db.database import Database
+    from engine.runners.modal_worker import ensure_database_url
 
     ensure_database_url(os.environ)
     settings = Settings()
@@ -507,8 +509,8 @@ class GpuWorker:
     @modal.enter(snap=True)
     async def launch(self) -> None:
         """Snapshot phase: start ComfyUI with CUDA deferred (unless GPU snapshots are on)."""
-        from engine.catalog import load_catalog
-        from engine.modal_worker import ModalWorker, WorkerConfig
+        from engine.catalog.catalog import load_catalog
+        from engine.runners.modal_worker import ModalWorker, WorkerConfig
 
         _log_to_stderr()
         config = WorkerConfig(
@@ -625,7 +627,7 @@ async def supervise() -> list[dict[str, Any]]:
 def api() -> Any:
     """The same FastAPI app as `stencil serve`, dispatching jobs to the GPU classes."""
     from api.app import create_app
-    from engine.modal_worker import ensure_database_url
+    from engine.runners.modal_worker import ensure_database_url
 
     ensure_database_url(os.environ)
     return create_app()

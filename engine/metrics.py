@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from engine.store import Database, Job, LedgerEntry
+from engine.db.database import Database
+from engine.db.tables import Job, LedgerEntry
 
 # Not the global default registry: tests build many apps in one process, and each app's
 # database collector must be registered alone (see StencilCollector).

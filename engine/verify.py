@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
-from engine.catalog import Catalog
+from engine.catalog.catalog import Catalog
+from engine.catalog.compat import check_template
+from engine.catalog.models import model_status
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient, ComfyError
-from engine.compat import check_template
-from engine.models import model_status
-from engine.render import TemplateGraphs
 
 # Node types the packages in nodes/ register (tests keep this in step with them).
 STENCIL_NODE_TYPES: tuple[str, ...] = ("StencilSnapshotStatus",)

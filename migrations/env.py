@@ -7,7 +7,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from engine.store import Base
+from engine.db.tables import Base
 
 config = context.config
 engine = config.attributes.get("engine")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.catalog import load_catalog
-from engine.render import TemplateGraphs, example_params
+from engine.catalog.catalog import load_catalog
+from engine.catalog.render import TemplateGraphs, example_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ from typing import Any, NoReturn
 
 import pytest
 
-from engine.catalog import load_catalog
+from engine.catalog.catalog import load_catalog
+from engine.catalog.synth import synth_checkpoint
 from engine.comfy.install import is_comfyui_dir
 from engine.comfy.process import ComfyProcess
-from engine.synth import synth_checkpoint
 
 # A star import brings in exactly the fixtures.
 __all__ = ["comfy_process", "comfy_url", "comfyui_path", "synth_models_dir"]

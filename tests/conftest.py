@@ -17,7 +17,8 @@ from sqlalchemy import create_engine, text
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import Database, create_key
+from engine.db.database import Database
+from engine.tenants.keys import create_key
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get(

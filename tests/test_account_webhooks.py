@@ -25,19 +25,12 @@ from standardwebhooks import Webhook
 
 from api.services import make_guard
 from api.settings import Settings
-from engine.budgets import THRESHOLD_EVENT, next_month_start, set_budget
-from engine.ledger import TENANT, settle
-from engine.store import (
-    RUNNING,
-    SUCCEEDED,
-    Database,
-    Job,
-    TenantEvent,
-    WebhookEvent,
-    claim_job,
-    transition,
-    utcnow,
-)
+from engine.billing.budgets import THRESHOLD_EVENT, next_month_start, set_budget
+from engine.billing.ledger import TENANT, settle
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job, TenantEvent, WebhookEvent
+from engine.jobs.states import RUNNING, SUCCEEDED
+from engine.jobs.store import claim_job, transition
 from tests.netfixtures import Listener, fake_resolver, listener, respond
 from tests.test_webhooks import Env, free_port, key, wait_until
 
@@ -419,8 +412,8 @@ def test_migration_keeps_job_deliveries_and_round_trips(db_url: str) -> None:
     and up again."""
     from alembic import command
 
-    from engine.migrate import alembic_config
-    from engine.store import Tenant, WebhookAttempt
+    from engine.db.migrate import alembic_config
+    from engine.db.tables import Tenant, WebhookAttempt
 
     db = Database(db_url)
     cfg = alembic_config(db)

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from engine.store import Job
+from engine.db.tables import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 Headers = dict[str, str]
@@ -73,7 +73,7 @@ def test_missing_and_wrong_keys_are_401(api: TestClient, new_key: Callable[[str]
 
 
 def test_revoked_key_is_401(api: TestClient, new_key: Callable[[str], Headers]) -> None:
-    from engine.store import list_keys, revoke_key
+    from engine.tenants.keys import list_keys, revoke_key
 
     h = new_key("acme")
     db = api.app.state.services.db  # type: ignore[attr-defined]
@@ -158,7 +158,7 @@ def test_bad_json_and_content_types(api: TestClient, new_key: Callable[[str], He
 
 def test_body_over_cap_is_413(make_settings: Callable[..., object], new_key: object) -> None:
     from api.app import create_app
-    from engine.store import create_key
+    from engine.tenants.keys import create_key
 
     app = create_app(make_settings(max_body_bytes=4096), start_engine=False)  # type: ignore[operator]
     with TestClient(app) as client:

@@ -162,14 +162,14 @@ def test_row_spans_and_bad_input() -> None:
 
 
 def test_engine_and_nodes_agree_on_batchable_samplers() -> None:
-    from engine import batching
+    from engine.runners import batching
 
     assert batching.BATCHABLE_SAMPLERS == BATCHABLE_SAMPLERS
 
 
 def _txt2img(params: dict[str, Any]) -> dict[str, Any]:
-    from engine.catalog import load_catalog
-    from engine.render import TemplateGraphs
+    from engine.catalog.catalog import load_catalog
+    from engine.catalog.render import TemplateGraphs
 
     cat = load_catalog(ROOT / "catalog.yaml")
     t = cat.get("txt2img")
@@ -189,7 +189,7 @@ def _txt2img(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_engine_batches_rendered_jobs(batch_engine: str) -> None:
-    from engine.batching import BatchRefused, build_batch
+    from engine.runners.batching import BatchRefused, build_batch
 
     jobs = [
         ("job_a", _txt2img({"prompt": "a red cube", "seed": 11})),

@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.catalog import CatalogError, catalog_json_schema, load_catalog
-from engine.render import GraphError, TemplateGraphs, check_graph, check_source, example_params
+from engine.catalog.catalog import CatalogError, catalog_json_schema, load_catalog
+from engine.catalog.render import (
+    GraphError,
+    TemplateGraphs,
+    check_graph,
+    check_source,
+    example_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from api.app import create_app
 from api.cli import app as cli
 from api.settings import Settings
-from engine.catalog import Catalog, load_catalog
+from engine.catalog.catalog import Catalog, load_catalog
+from engine.catalog.compat import EngineIncompatible, check_catalog, check_template, input_specs
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient
-from engine.compat import EngineIncompatible, check_catalog, check_template, input_specs
-from engine.render import TemplateGraphs
 from tests.object_info import CKPT, SAMPLERS, combo, engine
 
 ROOT = Path(__file__).resolve().parents[1]

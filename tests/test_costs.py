@@ -23,29 +23,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from api.settings import Settings
-from engine.budgets import THRESHOLD_EVENT, set_budget
-from engine.catalog import parse_catalog
+from engine.billing.budgets import THRESHOLD_EVENT, set_budget
+from engine.billing.ledger import PLATFORM, TENANT, settle
+from engine.billing.metering import PromptMeter, split_batch
+from engine.billing.pricing import MICRO, from_micros, price, rate_for, rate_of, seconds, to_micros
+from engine.billing.usage import percentile
+from engine.catalog.catalog import parse_catalog
 from engine.comfy import ComfyClient, ProgressEvent
-from engine.ledger import PLATFORM, TENANT, settle
-from engine.metering import PromptMeter, split_batch
-from engine.pricing import MICRO, from_micros, price, rate_for, rate_of, seconds, to_micros
-from engine.store import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    Database,
-    Job,
-    LedgerEntry,
-    TenantEvent,
-    claim_job,
-    create_key,
-    transition,
-    utcnow,
-)
-from engine.supervisor import sweep
-from engine.usage import percentile
-from engine.worker import WorkerContext, execute_job
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job, LedgerEntry, TenantEvent
+from engine.jobs.states import FAILED, QUEUED, RUNNING, SUCCEEDED
+from engine.jobs.store import claim_job, transition
+from engine.jobs.supervisor import sweep
+from engine.runners.worker import WorkerContext, execute_job
+from engine.tenants.keys import create_key
 
 ROOT = Path(__file__).resolve().parents[1]
 Headers = dict[str, str]
@@ -511,7 +502,7 @@ def test_migrations_match_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from engine.store import Base
+    from engine.db.tables import Base
 
     db = Database(db_url)
     db.migrate()

@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 from api.app import create_app
 from api.cli import app as cli
 from api.settings import Settings
-from engine.store import Database, LedgerEntry, Tenant, create_key
+from engine.db.database import Database
+from engine.db.tables import LedgerEntry, Tenant
+from engine.tenants.keys import create_key
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.comfy

@@ -22,8 +22,10 @@ from sqlalchemy import select, update
 from api.app import create_app
 from api.services import make_guard
 from api.settings import Settings
-from engine.store import Database, WebhookAttempt, WebhookEvent, create_key, utcnow
-from engine.webhooks import FAILED, RETRY_WINDOW_CLOSED, DispatchConfig, Dispatcher
+from engine.db.database import Database, utcnow
+from engine.db.tables import WebhookAttempt, WebhookEvent
+from engine.tenants.keys import create_key
+from engine.webhooks.delivery import FAILED, RETRY_WINDOW_CLOSED, DispatchConfig, Dispatcher
 from tests.netfixtures import Listener, listener, respond
 
 TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy
@@ -142,10 +142,10 @@ def test_comfyui_validation_error_maps_to_param(comfy_url: str) -> None:
     import asyncio
     from pathlib import Path
 
-    from engine.catalog import load_catalog
+    from engine.catalog.catalog import load_catalog
+    from engine.catalog.render import TemplateGraphs, example_params
     from engine.comfy import ComfyClient, ComfyValidationError
-    from engine.render import TemplateGraphs, example_params
-    from engine.worker import node_errors_to_fields
+    from engine.runners.worker import node_errors_to_fields
 
     cat = load_catalog(Path(__file__).resolve().parents[1] / "catalog.yaml")
     t = cat.get("txt2img")

@@ -30,9 +30,11 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.jsonbody import MAX_DEPTH, MAX_NUMBER_CHARS, depth_of, parse_json
 from api.settings import Settings
-from engine.bounds import EARLIEST, LATEST
+from engine.db.bounds import EARLIEST, LATEST
+from engine.db.cursors import encode_cursor
+from engine.db.database import Database
 from engine.errors import STANDARD_MEMBERS, BadRequest, problem
-from engine.store import Database, create_key, encode_cursor
+from engine.tenants.keys import create_key
 from tests.servers import raw_exchange, served
 
 Headers = dict[str, str]
@@ -327,7 +329,7 @@ def test_a_real_cursor_still_pages(api: TestClient, new_key: Callable[[str], Hea
     rest = api.get("/v1/jobs", params={"cursor": page["next_cursor"]}, headers=h).json()
     assert [j["id"] for j in page["data"] + rest["data"]] == ids[::-1]
     with api.app.state.services.db.session() as s:  # type: ignore[attr-defined]
-        from engine.store import Job
+        from engine.db.tables import Job
 
         job = s.get(Job, ids[0])
         assert job is not None
@@ -443,7 +445,9 @@ def test_cancel_of_a_finished_job_is_409_and_the_connection_lives_on(
 
 
 def _finish(db: Database, job_id: str) -> None:
-    from engine.store import QUEUED, RUNNING, SUCCEEDED, transition, utcnow
+    from engine.db.database import utcnow
+    from engine.jobs.states import QUEUED, RUNNING, SUCCEEDED
+    from engine.jobs.store import transition
 
     with db.session() as s:
         assert transition(s, job_id, [QUEUED], RUNNING, started_at=utcnow())

@@ -31,8 +31,11 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.logs import REDACTED, SAFE_QUERY, redact
 from api.settings import Settings, SettingsError
-from engine.storage import LocalStorage
-from engine.store import QUEUED, RUNNING, SUCCEEDED, Database, create_key, transition, utcnow
+from engine.db.database import Database, utcnow
+from engine.intake.storage import LocalStorage
+from engine.jobs.states import QUEUED, RUNNING, SUCCEEDED
+from engine.jobs.store import transition
+from engine.tenants.keys import create_key
 from tests.servers import served
 
 ROOT = Path(__file__).resolve().parents[1]

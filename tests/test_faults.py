@@ -26,7 +26,8 @@ from standardwebhooks import Webhook
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import Database, create_key
+from engine.db.database import Database
+from engine.tenants.keys import create_key
 from tests.netfixtures import Listener, listener, respond
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 from api.app import create_app
 from api.services import make_guard
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 from tests.conftest import PG_URL, _fresh_pg_database
 from tests.hostile import hostile_case
 from tests.netfixtures import fake_resolver

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from engine.store import IdempotencyKey, Job, utcnow
+from engine.db.database import utcnow
+from engine.db.tables import IdempotencyKey, Job
 
 Headers = dict[str, str]
 TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}

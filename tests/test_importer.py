@@ -19,16 +19,16 @@ import yaml
 from typer.testing import CliRunner
 
 from api.cli import app as cli
-from engine.catalog import load_catalog, parse_catalog
-from engine.compat import check_template
-from engine.importer import (
+from engine.catalog.catalog import load_catalog, parse_catalog
+from engine.catalog.compat import check_template
+from engine.catalog.importer import (
     ImportRefused,
     ParamBinding,
     append_entry,
     import_workflow,
     load_workflow,
 )
-from engine.render import TemplateGraphs
+from engine.catalog.render import TemplateGraphs
 from tests.object_info import CKPT, engine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,10 +27,12 @@ from PIL import Image
 from api.app import create_app
 from api.services import make_guard
 from api.settings import Settings
+from engine.db.database import Database
+from engine.db.tables import Tenant
 from engine.errors import InvalidMedia
-from engine.media import check_image
-from engine.storage import LocalStorage
-from engine.store import Database, Tenant, create_key
+from engine.intake.media import check_image
+from engine.intake.storage import LocalStorage
+from engine.tenants.keys import create_key
 from tests.netfixtures import Listener, fake_resolver, listener, respond
 
 Headers = dict[str, str]

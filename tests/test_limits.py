@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 from tests.netfixtures import Listener, listener, respond
 
 TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}

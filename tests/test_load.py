@@ -32,15 +32,10 @@ import pytest
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from engine.store import (
-    TERMINAL,
-    Database,
-    Job,
-    LedgerEntry,
-    WebhookEvent,
-    create_key,
-    utcnow,
-)
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job, LedgerEntry, WebhookEvent
+from engine.jobs.states import TERMINAL
+from engine.tenants.keys import create_key
 from tests.conftest import _fresh_pg_database
 from tests.netfixtures import listener, respond
 from tests.test_faults import Served, alive, free_port, wait_until

@@ -19,7 +19,7 @@ from modal._partial_function import _find_partial_methods_for_user_cls, _Partial
 from modal._utils.async_utils import synchronizer
 from modal_proto import api_pb2
 
-from engine.catalog import load_catalog
+from engine.catalog.catalog import load_catalog
 from engine.comfy.install import TORCH_PINS
 from engine.runners.modal import APP_NAME, worker_cls_name
 

@@ -18,21 +18,14 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.catalog import Catalog, load_catalog
-from engine.render import TemplateGraphs, example_params
+from engine.catalog.catalog import Catalog, load_catalog
+from engine.catalog.render import TemplateGraphs, example_params
+from engine.db.database import Database, new_id, utcnow
+from engine.db.tables import Job
+from engine.jobs.states import FAILED, QUEUED, RUNNING
+from engine.jobs.store import claim_job
 from engine.runners.modal import APP_NAME, ModalRunner, worker_cls_name
-from engine.store import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    Database,
-    Job,
-    claim_job,
-    create_key,
-    ensure_tenant,
-    new_id,
-    utcnow,
-)
+from engine.tenants.keys import create_key, ensure_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
 

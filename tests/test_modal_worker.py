@@ -15,30 +15,22 @@ from typing import Any
 
 import pytest
 
-from engine.catalog import Catalog, load_catalog
+from engine.catalog.catalog import Catalog, load_catalog
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient
 from engine.comfy.process import free_port
-from engine.modal_worker import (
+from engine.db.database import Database, new_id, utcnow
+from engine.db.tables import Job
+from engine.intake.storage import LocalStorage
+from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from engine.jobs.store import transition
+from engine.runners.modal_worker import (
     EngineLost,
     ModalWorker,
     WorkerConfig,
     ensure_database_url,
 )
-from engine.render import TemplateGraphs
-from engine.storage import LocalStorage
-from engine.store import (
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    Database,
-    Job,
-    ensure_tenant,
-    new_id,
-    transition,
-    utcnow,
-)
+from engine.tenants.keys import ensure_tenant
 from tests.comfy_fixtures import SYNTH_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]

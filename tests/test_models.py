@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.models import (
+from engine.catalog.models import (
     ModelChecksumError,
     ModelDownloadError,
     fetch_model,

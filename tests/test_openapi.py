@@ -19,8 +19,8 @@ from api import schemas
 from api.app import create_app
 from api.settings import Settings
 from engine import errors
-from engine.catalog import CatalogError, load_catalog
-from engine.store import create_key
+from engine.catalog.catalog import CatalogError, load_catalog
+from engine.tenants.keys import create_key
 
 ROOT = Path(__file__).resolve().parents[1]
 Doc = dict[str, Any]
@@ -40,7 +40,7 @@ def operations(doc: Doc) -> Iterator[tuple[str, str, Doc]]:
 
 def test_every_problem_kind_is_in_the_closed_problem_type_enum() -> None:
     """The error hierarchy's kinds and the handlers' literal kinds are exactly ProblemType."""
-    import engine.idempotency  # noqa: F401 - defines a StencilError subclass
+    import engine.jobs.idempotency  # noqa: F401 - defines a StencilError subclass
 
     kinds: set[str] = set()
     todo: list[type[errors.StencilError]] = [errors.StencilError]
@@ -48,7 +48,7 @@ def test_every_problem_kind_is_in_the_closed_problem_type_enum() -> None:
         cls = todo.pop()
         kinds.add(cls.type)
         todo.extend(cls.__subclasses__())
-    src = "\n".join(p.read_text() for p in [*ROOT.glob("api/*.py"), *ROOT.glob("engine/*.py")])
+    src = "\n".join(p.read_text() for p in [*ROOT.glob("api/*.py"), *ROOT.glob("engine/**/*.py")])
     kinds |= set(re.findall(r'problem\(\s*"([a-z_]+)"', src))
     handlers = (ROOT / "api" / "problems.py").read_text()
     kinds |= set(re.findall(r'\b\d{3}: "([a-z_]+)"', handlers))  # status -> kind tables
@@ -245,7 +245,8 @@ def test_every_webhook_a_receiver_gets_is_in_the_webhooks_section(doc: Doc) -> N
 
 def test_the_engine_s_webhook_payloads_match_their_schemas() -> None:
     """The bodies `store` writes to the outbox parse, field for field, as the documented models."""
-    from engine.store import Job, Tenant, TenantEvent, account_event_payload, job_event_payload
+    from engine.db.tables import Job, Tenant, TenantEvent
+    from engine.webhooks.outbox import account_event_payload, job_event_payload
 
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     job = Job(
@@ -352,7 +353,8 @@ def test_a_sunset_needs_a_deprecation(tmp_path: Path) -> None:
 def test_cancelling_a_finished_job_is_a_conflict_with_a_numeric_status(
     api: TestClient, new_key: Callable[[str], dict[str, str]]
 ) -> None:
-    from engine.store import SUCCEEDED, Job
+    from engine.db.tables import Job
+    from engine.jobs.states import SUCCEEDED
 
     h = new_key("acme")
     job = api.post("/v1/txt2img", json={"prompt": "x"}, headers=h).json()

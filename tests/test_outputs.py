@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from engine.outputs import encode_output, output_choice, strip_png_text
+from engine.runners.outputs import encode_output, output_choice, strip_png_text
 
 
 def comfy_png(mode: str = "RGB") -> tuple[bytes, np.ndarray]:

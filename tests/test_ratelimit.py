@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key, set_tenant_rate_limits
+from engine.tenants.keys import create_key, set_tenant_rate_limits
 
 Headers = dict[str, str]
 TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}

@@ -15,9 +15,12 @@ from sqlalchemy import select
 
 from api.app import create_app
 from api.settings import Settings
-from engine.catalog import load_catalog
-from engine.render import TemplateGraphs, example_params
-from engine.store import RUNNING, Database, Job, LedgerEntry, create_key, new_id, utcnow
+from engine.catalog.catalog import load_catalog
+from engine.catalog.render import TemplateGraphs, example_params
+from engine.db.database import Database, new_id, utcnow
+from engine.db.tables import Job, LedgerEntry
+from engine.jobs.states import RUNNING
+from engine.tenants.keys import create_key
 from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy
@@ -34,7 +37,7 @@ def orphan(db: Database, tenant: str, attempts: int) -> str:
     rendered = TemplateGraphs(cat).render(t, params)
     stale = utcnow() - timedelta(minutes=1)
     with db.session() as s:
-        from engine.store import ensure_tenant
+        from engine.tenants.keys import ensure_tenant
 
         tid = ensure_tenant(s, tenant).id
         job = Job(

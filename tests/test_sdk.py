@@ -44,7 +44,8 @@ from stencil_sdk import (
 )
 from stencil_sdk._sse import iter_events
 
-from engine.store import SUCCEEDED, Job
+from engine.db.tables import Job
+from engine.jobs.states import SUCCEEDED
 from tests.helpers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +139,7 @@ def test_a_deprecated_route_warns_once(
     from datetime import date
 
     from api.app import create_app
-    from engine.store import create_key
+    from engine.tenants.keys import create_key
     from tests.test_openapi import versioned_catalog
 
     catalog = versioned_catalog(tmp_path, deprecated=date(2026, 11, 1))
@@ -208,7 +209,7 @@ def _job_json() -> dict[str, object]:
 
 def signed_webhook() -> tuple[str, bytes, dict[str, str], float]:
     """A job.succeeded body signed by the server's own library, as the dispatcher signs."""
-    from engine.webhooks import new_secret
+    from engine.webhooks.delivery import new_secret
 
     secret = new_secret()
     body = json.dumps(

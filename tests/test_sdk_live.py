@@ -28,7 +28,7 @@ from stencil_sdk import AsyncStencil, Stencil, ValidationError
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 from tests.helpers import serve
 
 pytestmark = pytest.mark.comfy

@@ -22,15 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.catalog import Catalog, load_catalog
+from engine.catalog.catalog import Catalog, load_catalog
+from engine.catalog.models import synthetic_sidecar
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient, ComfyStartError
 from engine.comfy.install import comfyui_version, read_marker
 from engine.comfy.process import free_port
-from engine.modal_worker import DEFER_ENV, ModalWorker, WorkerConfig
-from engine.models import synthetic_sidecar
-from engine.render import TemplateGraphs
-from engine.storage import LocalStorage
-from engine.store import Database
+from engine.db.database import Database
+from engine.intake.storage import LocalStorage
+from engine.runners.modal_worker import DEFER_ENV, ModalWorker, WorkerConfig
 from engine.verify import STENCIL_NODE_TYPES, verify_engine
 from nodes.stencil_snapshot import NODE_CLASS_MAPPINGS, snapshot_patch
 from tests.comfy_fixtures import SYNTH_CHECKPOINT

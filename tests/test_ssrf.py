@@ -21,8 +21,8 @@ from api.app import create_app
 from api.services import make_guard
 from api.settings import Settings
 from engine.errors import InvalidMedia
-from engine.fetch import UrlGuard, UrlRefused, parse_allow
-from engine.store import create_key
+from engine.intake.fetch import UrlGuard, UrlRefused, parse_allow
+from engine.tenants.keys import create_key
 from tests.netfixtures import Listener, fake_resolver, listener, redirect, respond
 
 Headers = dict[str, str]

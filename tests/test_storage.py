@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.storage import LocalStorage, S3Storage, StorageError
+from engine.intake.storage import LocalStorage, S3Storage, StorageError
 
 
 def test_local_put_get_sign_verify(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 
 TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}
 
@@ -83,7 +83,7 @@ def test_event_ids_only_grow_over_a_job_s_life() -> None:
     """Queued, running with progress, queued again for a retry, running, terminal: the
     position of each state is above the one before."""
     from api.routes.stream import position
-    from engine.store import Job
+    from engine.db.tables import Job
 
     def at(status: str, attempts: int, progress: float = 0.0) -> int:
         return position(Job(status=status, attempts=attempts, progress=progress))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import create_key
+from engine.tenants.keys import create_key
 from tests.helpers import finished, wait_for
 
 pytestmark = pytest.mark.comfy

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.catalog import Catalog, ModelFile, load_catalog
+from engine.catalog.catalog import Catalog, ModelFile, load_catalog
+from engine.catalog.models import synthetic_sidecar
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import ComfyClient, comfyui_version
-from engine.models import synthetic_sidecar
-from engine.render import TemplateGraphs
 from engine.verify import STENCIL_NODE_TYPES, VerifyReport, verify_engine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,16 +22,11 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from api.app import create_app
 from api.settings import Settings
-from engine.store import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    Job,
-    WebhookEvent,
-    create_key,
-    transition,
-    utcnow,
-)
+from engine.db.database import utcnow
+from engine.db.tables import Job, WebhookEvent
+from engine.jobs.states import FAILED, QUEUED, RUNNING
+from engine.jobs.store import transition
+from engine.tenants.keys import create_key
 from tests.netfixtures import Listener, listener, respond
 
 Headers = dict[str, str]
@@ -166,7 +161,7 @@ def test_every_terminal_transition_writes_the_outbox_atomically(env: Env) -> Non
         assert s.scalar(select(func.count()).select_from(WebhookEvent)) == 0
         assert s.get(Job, ids[0]).status == QUEUED  # type: ignore[union-attr]
     # Supervisor path: a job stuck in the queue past its limit is failed, with an event.
-    from engine.supervisor import sweep
+    from engine.jobs.supervisor import sweep
 
     cat = c.app.state.services.catalog  # type: ignore[attr-defined]
     actions = sweep(db, cat, heartbeat_timeout_s=30, now=utcnow() + timedelta(hours=1))

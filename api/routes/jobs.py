@@ -16,20 +16,13 @@ from api.edge import CursorQuery, JobIdPath, TemplateFilter
 from api.openapi import deprecation_headers, header, problems
 from api.services import Services
 from api.submit import submit
-from engine.catalog import Template
+from engine.catalog.catalog import Template
+from engine.catalog.params import operation_id
+from engine.db.database import utcnow
+from engine.db.tables import Job
 from engine.errors import Conflict
-from engine.params import operation_id
-from engine.store import (
-    CANCELLED,
-    QUEUED,
-    RUNNING,
-    TERMINAL,
-    Job,
-    get_job,
-    list_jobs,
-    transition,
-    utcnow,
-)
+from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
+from engine.jobs.store import get_job, list_jobs, transition
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -22,8 +22,10 @@ from api.deps import PrincipalDep, ServicesDep
 from api.edge import JobIdPath
 from api.openapi import problems
 from api.routes.jobs import JOB_404, job_view
+from engine.db.tables import Job
 from engine.errors import TooManyStreams
-from engine.store import QUEUED, RUNNING, TERMINAL, Job, get_job
+from engine.jobs.states import QUEUED, RUNNING, TERMINAL
+from engine.jobs.store import get_job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -16,7 +16,7 @@ from api import schemas
 from api.deps import ServicesDep
 from api.openapi import header, problems
 from engine.errors import NotFound, ServiceUnavailable, Unauthorized
-from engine.storage import LocalStorage, StorageError
+from engine.intake.storage import LocalStorage, StorageError
 
 router = APIRouter(tags=["system"])
 _metrics_bearer = HTTPBearer(auto_error=False, description="The metrics token, when one is set.")

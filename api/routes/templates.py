@@ -11,11 +11,11 @@ from api.deps import PrincipalDep, ServicesDep
 from api.edge import TemplateNamePath
 from api.openapi import problems
 from api.services import Services
-from engine.catalog import Template
+from engine.billing.pricing import rate_for
+from engine.billing.usage import estimate
+from engine.catalog.catalog import Template
+from engine.catalog.params import operation_id, params_json_schema
 from engine.errors import NotFound
-from engine.params import operation_id, params_json_schema
-from engine.pricing import rate_for
-from engine.usage import estimate
 
 router = APIRouter(prefix="/v1", tags=["templates"])
 

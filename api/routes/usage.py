@@ -14,10 +14,10 @@ from api.deps import AdminDep, PrincipalDep, ServicesDep
 from api.edge import EndQuery, StartQuery, TenantFilter
 from api.openapi import problems
 from api.services import Services
-from engine.budgets import budget_status
+from engine.billing.budgets import budget_status
+from engine.billing.usage import GroupBy, UsageRow, totals, usage
+from engine.db.tables import Tenant
 from engine.errors import InvalidParams, NotFound
-from engine.store import Tenant
-from engine.usage import GroupBy, UsageRow, totals, usage
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 

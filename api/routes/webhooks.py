@@ -18,9 +18,10 @@ from api.openapi import header, problems
 from api.routes.jobs import JOB_404
 from api.services import Services
 from api.submit import check_webhook_url
-from engine import idempotency as idem
-from engine import webhooks
-from engine.store import Principal, Tenant, WebhookEvent
+from engine.db.tables import Tenant, WebhookEvent
+from engine.jobs import idempotency as idem
+from engine.tenants.keys import Principal
+from engine.webhooks import delivery as webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 REPLAYED = {"headers": {"Idempotent-Replayed": header("Idempotent-Replayed")}}

@@ -9,10 +9,11 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from engine.db.database import Database
+from engine.jobs.store import claim_next
+from engine.jobs.supervisor import sweep
 from engine.runners.base import Runner
-from engine.store import Database, claim_next
-from engine.supervisor import sweep
-from engine.worker import WorkerContext, execute_job
+from engine.runners.worker import WorkerContext, execute_job
 
 log = logging.getLogger("stencil.runner.local")
 

@@ -17,10 +17,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from engine.catalog import Catalog
+from engine.catalog.catalog import Catalog
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job
+from engine.jobs.states import QUEUED
+from engine.jobs.store import set_fields_if
+from engine.jobs.supervisor import Action, sweep
 from engine.runners.base import Runner
-from engine.store import QUEUED, Database, Job, set_fields_if, utcnow
-from engine.supervisor import Action, sweep
 
 log = logging.getLogger("stencil.runner.modal")
 

@@ -33,26 +33,15 @@ from sqlalchemy.orm import Session
 from ssrfguard import SSRFGuardError
 from standardwebhooks import Webhook
 
+from engine.db.cursors import decode_cursor, encode_cursor
+from engine.db.database import Database, insert_ignore, new_id, utcnow
+from engine.db.tables import Job, Tenant, TenantEvent, WebhookAttempt, WebhookEvent, WebhookSecret
 from engine.errors import Conflict, NotFound
-from engine.fetch import UrlGuard, UrlRefused
+from engine.intake.fetch import UrlGuard, UrlRefused
+from engine.jobs.states import TERMINAL
+from engine.jobs.store import get_job
 from engine.metrics import WEBHOOK_DELIVERIES
-from engine.store import (
-    TERMINAL,
-    Database,
-    Job,
-    Tenant,
-    TenantEvent,
-    WebhookAttempt,
-    WebhookEvent,
-    WebhookSecret,
-    account_delivery,
-    decode_cursor,
-    encode_cursor,
-    get_job,
-    insert_ignore,
-    new_id,
-    utcnow,
-)
+from engine.webhooks.outbox import account_delivery
 
 log = logging.getLogger("stencil.webhooks")
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"

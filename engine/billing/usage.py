@@ -11,8 +11,9 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.pricing import from_micros
-from engine.store import SUCCEEDED, LedgerEntry, Tenant
+from engine.billing.pricing import from_micros
+from engine.db.tables import LedgerEntry, Tenant
+from engine.jobs.states import SUCCEEDED
 
 GroupBy = Literal["template", "day", "gpu_class", "tenant"]
 ESTIMATE_WINDOW = 200  # the most recent succeeded jobs an estimate is measured from

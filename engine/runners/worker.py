@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.catalog import Catalog, Template
+from engine.billing.ledger import PLATFORM, RETRIED, payer_of, settle, settle_current
+from engine.billing.metering import PromptMeter, split_batch
+from engine.catalog.catalog import Catalog, Template
+from engine.catalog.render import TemplateGraphs
 from engine.comfy import (
     ComfyClient,
     ComfyError,
@@ -20,6 +23,8 @@ from engine.comfy import (
     ComfyValidationError,
     ProgressEvent,
 )
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job
 from engine.errors import (
     EngineUnavailable,
     ExecutionFailed,
@@ -27,24 +32,11 @@ from engine.errors import (
     JobTimedOut,
     problem_of,
 )
-from engine.ledger import PLATFORM, RETRIED, payer_of, settle, settle_current
-from engine.metering import PromptMeter, split_batch
+from engine.intake.storage import Storage
+from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from engine.jobs.store import set_fields_if, transition
 from engine.metrics import observe_attempt
-from engine.outputs import encode_output, output_choice
-from engine.render import TemplateGraphs
-from engine.storage import Storage
-from engine.store import (
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    Database,
-    Job,
-    set_fields_if,
-    transition,
-    utcnow,
-)
+from engine.runners.outputs import encode_output, output_choice
 
 log = logging.getLogger("stencil.worker")
 

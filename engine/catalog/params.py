@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from engine.catalog import Param, Template
+from engine.catalog.catalog import Param, Template
 from engine.errors import InvalidParams
-from engine.outputs import DEFAULT_FORMAT, DEFAULT_QUALITY
+from engine.runners.outputs import DEFAULT_FORMAT, DEFAULT_QUALITY
 
 IMAGE_REF = "ImageRef"  # the schema of an image param in a job's params: `{sha256}`
 IMAGE_REF_SCHEMA: dict[str, Any] = {

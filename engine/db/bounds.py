@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-# Every id Stencil makes is `prefix_` + 32 hex digits (`engine.store.new_id`), in a 40-character
-# column; anything else cannot name a row.
+# Every id Stencil makes is `prefix_` + 32 hex digits (`engine.db.database.new_id`), in a
+# 40-character column; anything else cannot name a row.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
 # Filter text: no control characters (NUL among them).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"

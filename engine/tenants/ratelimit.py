@@ -19,7 +19,8 @@ from sqlalchemy import case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.store import Database, RateLimitCounter
+from engine.db.database import Database
+from engine.db.tables import RateLimitCounter
 
 
 class SqlStorage(Storage):

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine.catalog import Catalog, CatalogError, Template
+from engine.catalog.catalog import Catalog, CatalogError, Template
 
 # Output counts of the core nodes our templates use; other types are checked against
 # ComfyUI's /object_info when it is given.

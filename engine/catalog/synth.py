@@ -9,7 +9,8 @@ UNet that model detection still classifies as SD1.5 -- fills them with seeded ra
 saves an fp16 safetensors file that core ``CheckpointLoaderSimple`` loads as MODEL, CLIP and VAE.
 
 Importing ComfyUI parses ``sys.argv`` and configures global state, so the generator always runs
-as a subprocess (``python -m engine.synth``); ``synth_checkpoint`` is the in-process entry point.
+as a subprocess (``python -m engine.catalog.synth``); ``synth_checkpoint`` is the in-process
+entry point.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.models import sha256_file, synthetic_sidecar
+from engine.catalog.models import sha256_file, synthetic_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -319,16 +320,16 @@ def synth_checkpoint(
     with _lock(out):
         if out.exists():
             return out
-        repo_root = Path(__file__).resolve().parents[1]
+        repo_root = Path(__file__).resolve().parents[2]
         env = dict(os.environ)
-        # `-m engine.synth` must resolve to this very file even outside an installed package.
+        # `-m engine.catalog.synth` must resolve to this very file outside an installed package.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(repo_root), env.get("PYTHONPATH", "")) if p
         )
         cmd = [
             python,
             "-m",
-            "engine.synth",
+            "engine.catalog.synth",
             "--comfyui",
             str(Path(comfyui_path).absolute()),
             "--out",
@@ -342,14 +343,15 @@ def synth_checkpoint(
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0 or not out.exists():
             tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-30:])
-            raise SynthError(f"engine.synth failed (exit {proc.returncode}):\n{tail}")
+            raise SynthError(f"engine.catalog.synth failed (exit {proc.returncode}):\n{tail}")
         logger.info("synthesised %s in %.1fs", out, time.monotonic() - started)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m engine.synth --comfyui PATH --out FILE --seed N``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.synth", description=__doc__)
+    """Command-line entry point:
+    ``python -m engine.catalog.synth --comfyui PATH --out FILE --seed N``."""
+    parser = argparse.ArgumentParser(prog="python -m engine.catalog.synth", description=__doc__)
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder")
     parser.add_argument("--out", type=Path, required=True, help="safetensors file to write")
     parser.add_argument("--seed", type=int, default=0)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.catalog import Catalog, Param, Template
-from engine.render import TemplateGraphs, example_params
+from engine.catalog.catalog import Catalog, Param, Template
+from engine.catalog.render import TemplateGraphs, example_params
 
 _NUMERIC = {"INT", "FLOAT"}
 

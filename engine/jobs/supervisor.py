@@ -8,10 +8,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from engine.catalog import Catalog
+from engine.billing.ledger import PLATFORM, RETRIED, settle, settle_leftovers, wall_clock_metering
+from engine.catalog.catalog import Catalog
+from engine.db.database import Database, utcnow
+from engine.db.tables import Job
 from engine.errors import JobTimedOut, WorkerLost, problem_of
-from engine.ledger import PLATFORM, RETRIED, settle, settle_leftovers, wall_clock_metering
-from engine.store import FAILED, QUEUED, RUNNING, Database, Job, transition, utcnow
+from engine.jobs.states import FAILED, QUEUED, RUNNING
+from engine.jobs.store import transition
 
 log = logging.getLogger("stencil.supervisor")
 

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from engine.db.database import new_id, utcnow
+from engine.db.tables import IdempotencyKey
 from engine.errors import InvalidParams
-from engine.store import IdempotencyKey, new_id, utcnow
 
 HEADER = "Idempotency-Key"
 

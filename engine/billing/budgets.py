@@ -10,18 +10,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine.billing.pricing import to_micros, usd_str
+from engine.db.database import insert_ignore, new_id, utcnow
+from engine.db.tables import LedgerEntry, Tenant, TenantBudget, TenantEvent
 from engine.errors import BadRequest, BudgetExceeded, NotFound
-from engine.pricing import to_micros, usd_str
-from engine.store import (
-    LedgerEntry,
-    Tenant,
-    TenantBudget,
-    TenantEvent,
-    account_delivery,
-    insert_ignore,
-    new_id,
-    utcnow,
-)
+from engine.webhooks.outbox import account_delivery
 
 THRESHOLD_EVENT = "budget.threshold"
 

@@ -9,9 +9,9 @@ from alembic import command
 from alembic.config import Config
 
 if TYPE_CHECKING:
-    from engine.store import Database
+    from engine.db.database import Database
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(db: Database) -> Config:

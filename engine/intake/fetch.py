@@ -25,7 +25,7 @@ from ssrfguard import BlockedAddressError, Policy, SSRFGuardError, resolve
 from ssrfguard.httpx import AsyncClient
 
 from engine.errors import InvalidMedia
-from engine.media import CONTENT_TYPES, CheckedImage, check_image
+from engine.intake.media import CONTENT_TYPES, CheckedImage, check_image
 
 Resolver = Callable[..., Iterable[tuple[int, int, int, str, tuple[Any, ...]]]]
 

@@ -29,16 +29,19 @@ from typing import Any
 
 import httpx
 
-from engine.catalog import Catalog
+from engine.catalog.catalog import Catalog
+from engine.catalog.compat import EngineIncompatible, check_catalog
+from engine.catalog.render import TemplateGraphs, example_params
 from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.install import comfyui_version
 from engine.comfy.process import ComfyProcess
-from engine.compat import EngineIncompatible, check_catalog
-from engine.render import TemplateGraphs, example_params
-from engine.storage import Storage
-from engine.store import CANCELLED, QUEUED, RUNNING, Database, Job, claim_job, set_fields_if
+from engine.db.database import Database
+from engine.db.tables import Job
+from engine.intake.storage import Storage
+from engine.jobs.states import CANCELLED, QUEUED, RUNNING
+from engine.jobs.store import claim_job, set_fields_if
+from engine.runners.worker import WorkerContext, execute_job
 from engine.verify import VerifyReport, verify_engine
-from engine.worker import WorkerContext, execute_job
 
 log = logging.getLogger("stencil.modal_worker")
 

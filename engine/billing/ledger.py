@@ -18,19 +18,12 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from engine.budgets import month_key, note_spend
-from engine.catalog import Catalog
-from engine.pricing import Rate, price, rate_for, seconds, to_micros, usd_str
-from engine.store import (
-    FAILED,
-    TERMINAL,
-    Database,
-    Job,
-    LedgerEntry,
-    insert_ignore,
-    new_id,
-    utcnow,
-)
+from engine.billing.budgets import month_key, note_spend
+from engine.billing.pricing import Rate, price, rate_for, seconds, to_micros, usd_str
+from engine.catalog.catalog import Catalog
+from engine.db.database import Database, insert_ignore, new_id, utcnow
+from engine.db.tables import Job, LedgerEntry
+from engine.jobs.states import FAILED, TERMINAL
 
 log = logging.getLogger("stencil.ledger")
 

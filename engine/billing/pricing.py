@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from engine.catalog import Catalog, GpuClass
+from engine.catalog.catalog import Catalog, GpuClass
 
 MILLI = Decimal("0.001")
 MICRO = Decimal("0.000001")

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from engine.catalog import NAME_RE, RESERVED_PARAMS, SEMVER_RE, Catalog, ModelFile
-from engine.compat import InputSpec, input_specs
-from engine.models import sha256_file, synthetic_sidecar
+from engine.catalog.catalog import NAME_RE, RESERVED_PARAMS, SEMVER_RE, Catalog, ModelFile
+from engine.catalog.compat import InputSpec, input_specs
+from engine.catalog.models import sha256_file, synthetic_sidecar
 
 # Where a loader's file input is found, for the catalog's models list.
 MODEL_INPUTS: dict[tuple[str, str], str] = {

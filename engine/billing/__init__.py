@@ -1,0 +1,2 @@
+"""Money: metering a prompt, pricing it per template, the append-only ledger, usage reports and
+monthly budgets."""

@@ -1,0 +1,154 @@
+"""Jobs in the store: insert under the tenant's quota, read within a tenant, list, and the
+compare-and-set state machine. Terminal states never change, and reads never write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from engine.db.cursors import decode_cursor, encode_cursor
+from engine.db.database import utcnow
+from engine.db.tables import (
+    Job,
+    Tenant,
+)
+from engine.errors import Conflict, NotFound, QuotaExceeded
+from engine.jobs.states import (
+    ACTIVE,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+)
+from engine.webhooks.outbox import terminal_event
+
+# ---- jobs ---------------------------------------------------------------------------------
+
+
+def insert_job(s: Session, job: Job, quota: int) -> Job:
+    """Insert a queued job unless the tenant already has `quota` active jobs."""
+    # Lock the tenant row first: concurrent submits of one tenant then count in turn.
+    s.execute(
+        update(Tenant).where(Tenant.id == job.tenant_id).values(submit_seq=Tenant.submit_seq + 1)
+    )
+    tenant = s.get(Tenant, job.tenant_id)
+    limit = tenant.active_job_quota if tenant and tenant.active_job_quota is not None else quota
+    active = s.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == job.tenant_id, Job.status.in_(ACTIVE))
+    )
+    if (active or 0) >= limit:
+        raise QuotaExceeded(
+            f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
+            extra={"active_jobs": active, "limit": limit},
+            headers={"Retry-After": "5"},
+        )
+    s.add(job)
+    s.flush()
+    return job
+
+
+def get_job(s: Session, tenant_id: str, job_id: str) -> Job:
+    """A tenant's job; another tenant's job is indistinguishable from a missing one."""
+    job = s.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    return job
+
+
+def list_jobs(
+    s: Session,
+    tenant_id: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    template: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of a tenant's jobs, newest first, and the cursor of the next page."""
+    q = select(Job).where(Job.tenant_id == tenant_id)
+    if status:
+        q = q.where(Job.status == status)
+    if template:
+        q = q.where(Job.template == template)
+    if cursor:
+        ts, job_id = decode_cursor(cursor)
+        q = q.where(or_(Job.created_at < ts, (Job.created_at == ts) & (Job.id < job_id)))
+    rows = list(s.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    nxt = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], nxt
+
+
+def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **values: Any) -> bool:
+    """Compare-and-set a job's status; False if it was not in one of `from_states`.
+
+    A move to a terminal state also writes the job's webhook event to the outbox, in this same
+    transaction: the event exists if and only if the state change committed.
+    """
+    r = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(list(from_states)))
+        .values(status=to, **values)
+        .execution_options(synchronize_session=False)
+    )
+    moved = bool(r.rowcount)  # type: ignore[attr-defined]
+    if moved and to in TERMINAL:
+        job = s.get(Job, job_id, populate_existing=True)
+        if job is not None and job.webhook_url:
+            s.add(terminal_event(job))
+    return moved
+
+
+def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
+    """Update fields only while the job is still in `status`."""
+    r = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(r.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:
+    """Take the oldest queued job for this runner (CAS queued -> running)."""
+    for _ in range(5):
+        job_id = s.scalar(
+            select(Job.id)
+            .where(Job.status == QUEUED, or_(Job.runner == runner, Job.runner.is_(None)))
+            .order_by(Job.created_at, Job.id)
+            .limit(1)
+        )
+        if job_id is None:
+            return None
+        job = claim_job(s, job_id, worker_id)
+        if job is not None:
+            return job
+    raise Conflict("could not claim a job")
+
+
+def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
+    """Take one specific queued job (CAS queued -> running); None if it is not queued."""
+    now = utcnow()
+    if not transition(
+        s,
+        job_id,
+        [QUEUED],
+        RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker_id=worker_id,
+        attempts=Job.attempts + 1,
+        progress=0.0,
+    ):
+        return None
+    s.flush()
+    return s.get(Job, job_id, populate_existing=True)

@@ -1,0 +1,1 @@
+"""Tenants, their API keys (resolved through a short-lived cache) and their rate limits."""

@@ -1,0 +1,1 @@
+"""Webhooks: the outbox rows written with each state change, and the signed delivery of them."""
