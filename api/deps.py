@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.services import Services
 from engine.errors import Forbidden, InvalidParams, RateLimited, Unauthorized
-from engine.tenants.keys import Principal, resolve_key
+from engine.tenants.keys import Principal
 
 log = logging.getLogger("stencil.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
@@ -37,13 +36,7 @@ async def get_principal(
     challenge = {"WWW-Authenticate": 'Bearer realm="stencil"'}
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers=challenge)
-    token = creds.credentials
-
-    def lookup() -> Principal | None:
-        with services.db.session() as s:
-            return resolve_key(s, token)
-
-    principal = await asyncio.to_thread(lookup)
+    principal = await services.keys.resolve(creds.credentials)
     if principal is None:
         raise Unauthorized("The API key is not valid.", headers=challenge)
     await rate_limit(request, services, principal)
@@ -61,7 +54,7 @@ async def rate_limit(request: Request, services: Services, principal: Principal)
     )
     kind = "write" if write else "read"
     try:
-        verdict = await asyncio.to_thread(services.rate_limiter.hit, principal.key_id, kind, limit)
+        verdict = await services.rate_limiter.check(principal.key_id, kind, limit)
     except SQLAlchemyError:
         raise  # the job store is down: a 503 like any other request
     except Exception as e:

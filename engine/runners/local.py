@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.db.database import Database
-from engine.jobs.store import claim_next
+from engine.jobs import lifecycle
+from engine.jobs.events import JOB, Watch
+from engine.jobs.states import QUEUED
 from engine.jobs.supervisor import sweep
 from engine.runners.base import Runner
 from engine.runners.worker import WorkerContext, execute_job
@@ -39,7 +41,6 @@ class LocalRunner(Runner):
         self.supervise_interval_s = supervise_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._engine_check = engine_check
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[asyncio.Event, asyncio.Task[str]]] = {}
         self._stopping = False
@@ -68,8 +69,7 @@ class LocalRunner(Runner):
         self._tasks.clear()
 
     async def submitted(self, job_id: str, gpu_class: str) -> str | None:
-        """Wake a worker; the local runner has no call id."""
-        self._wake.set()
+        """Nothing to do: the job's `queued` event wakes a worker. No call id here."""
         return None
 
     async def cancel(self, job_id: str, call_id: str | None, wait_s: float = 15.0) -> None:
@@ -92,37 +92,43 @@ class LocalRunner(Runner):
         return {"runner": self.name, "comfyui": version}
 
     async def _loop(self, i: int) -> None:
-        while not self._stopping:
+        # Woken by every job that enters `queued` (submitted here or in another API process,
+        # or re-queued); the slow poll is only the net under a lost notification.
+        with self.db.events.watch(JOB) as changes:
+            while not self._stopping:
+                await self._take_one(changes)
+
+    async def _take_one(self, changes: Watch) -> None:
+        while True:
             try:
                 job = await asyncio.to_thread(self._claim)
+                break
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 await asyncio.sleep(self.poll_interval_s)
-                continue
-            if job is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-                except TimeoutError:
-                    pass
-                continue
-            event = asyncio.Event()
-            task = asyncio.create_task(execute_job(self.ctx, job, event))
-            self._running[job] = (event, task)
-            try:
-                status = await asyncio.shield(task)
-                log.info("job %s -> %s", job, status)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("job %s crashed the worker function", job)
-            finally:
-                self._running.pop(job, None)
+        if job is None:
+            deadline = asyncio.get_running_loop().time() + self.poll_interval_s
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                if await changes.wait(left) and any(
+                    c.status in (QUEUED, None) for c in changes.drain()
+                ):
+                    break
+            return
+        event = asyncio.Event()
+        task = asyncio.create_task(execute_job(self.ctx, job, event))
+        self._running[job] = (event, task)
+        try:
+            status = await asyncio.shield(task)
+            log.info("job %s -> %s", job, status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s crashed the worker function", job)
+        finally:
+            self._running.pop(job, None)
 
     def _claim(self) -> str | None:
-        with self.db.session() as s:
-            job = claim_next(s, self.ctx.worker_id, self.name)
-            return job.id if job else None
+        return self.db.call(lifecycle.claim, self.ctx.worker_id, self.name)
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -133,8 +139,6 @@ class LocalRunner(Runner):
                 for a in actions:
                     if a.action == "run_timeout":
                         await self.cancel(a.job_id, a.call_id)
-                    if a.action == "requeued":
-                        self._wake.set()
             except Exception:
                 log.exception("supervisor sweep failed")
             await asyncio.sleep(self.supervise_interval_s)
