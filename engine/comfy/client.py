@@ -642,6 +642,10 @@ class ComfyClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(self._stop_quietly(chosen))
                 raise
+            if ws is not None and prompt_id != chosen and self._socket is not None:
+                # A server that assigns its own ids: follow the id it gave.
+                self._socket.rekey(chosen, prompt_id)
+                chosen = prompt_id
             state = _RunState(
                 prompt_id=prompt_id,
                 queued_at=queued_at,
@@ -971,6 +975,7 @@ class _SharedSocket:
         self._reader: asyncio.Task[None] | None = None
         self._subs: dict[str, _Subscription] = {}
         self._executing: str | None = None
+        self._unrouted: dict[str, list[str]] = {}
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0
@@ -991,9 +996,19 @@ class _SharedSocket:
         self._subs[prompt_id] = sub
         return sub
 
+    def rekey(self, old: str, new: str) -> None:
+        """Route `new`'s messages to `old`'s subscription, with any that came before."""
+        sub = self._subs.pop(old, None)
+        if sub is None:
+            return
+        self._subs[new] = sub
+        for raw in self._unrouted.pop(new, []):
+            sub.queue.put_nowait(raw)
+
     def unsubscribe(self, prompt_id: str) -> None:
         """Stop routing `prompt_id`'s messages."""
         self._subs.pop(prompt_id, None)
+        self._unrouted.pop(prompt_id, None)
         if self._executing == prompt_id:
             self._executing = None
 
@@ -1026,6 +1041,14 @@ class _SharedSocket:
         sub = self._subs.get(target) if target is not None else None
         if sub is not None:
             sub.queue.put_nowait(raw)
+        elif target is not None and self._subs:
+            # Perhaps a prompt whose id the server chose and whose answer is on its way
+            # (`rekey`); kept briefly, bounded.
+            kept = self._unrouted.setdefault(target, [])
+            if len(kept) < 512:
+                kept.append(raw)
+            while len(self._unrouted) > 16:
+                self._unrouted.pop(next(iter(self._unrouted)))
 
     async def close(self) -> None:
         """Close the socket and end its reader."""

@@ -53,6 +53,9 @@ class Job:
         metering (Metering | None): Worker-measured seconds of the last attempt; present once it ran.
         cost (Cost | None): The priced charge; present once the job is settled.
         webhook_url (None | str): Where the signed terminal-state webhook goes, if anywhere.
+        events_url (str): This job's Server-Sent Event stream with a signed `token`, for a browser's `EventSource`
+            (which cannot send `Authorization`); valid for this job only, for `STENCIL_STREAM_URL_TTL_S` seconds from this
+            response.
     """
 
     id: str
@@ -80,6 +83,7 @@ class Job:
     metering: Metering | None
     cost: Cost | None
     webhook_url: None | str
+    events_url: str
     object_: Literal["job"] = "job"
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -168,6 +172,8 @@ class Job:
         webhook_url: None | str
         webhook_url = self.webhook_url
 
+        events_url = self.events_url
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -191,6 +197,7 @@ class Job:
                 "metering": metering,
                 "cost": cost,
                 "webhook_url": webhook_url,
+                "events_url": events_url,
             }
         )
 
@@ -388,6 +395,8 @@ class Job:
 
         webhook_url = _parse_webhook_url(d.pop("webhook_url"))
 
+        events_url = d.pop("events_url")
+
         job = cls(
             id=id,
             object_=object_,
@@ -408,6 +417,7 @@ class Job:
             metering=metering,
             cost=cost,
             webhook_url=webhook_url,
+            events_url=events_url,
         )
 
         job.additional_properties = d
