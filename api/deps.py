@@ -17,7 +17,7 @@ log = logging.getLogger("stencil.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's services."""
     services: Services = request.app.state.services
     return services
@@ -101,18 +101,26 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def reject_unknown_query(request: Request) -> None:
+_KNOWN_QUERY: dict[int, set[str]] = {}  # a route's query names (routes live as long as the app)
+
+
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not take is a 422, not silently ignored (`?limt=5`)."""
+    if not request.query_params:
+        return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known: set[str] = set()
-    todo = [dependant]
-    while todo:
-        d = todo.pop()
-        known |= {p.alias for p in d.query_params}
-        todo.extend(d.dependencies)
+    known = _KNOWN_QUERY.get(id(dependant))
+    if known is None:
+        known = set()
+        todo = [dependant]
+        while todo:
+            d = todo.pop()
+            known |= {p.alias for p in d.query_params}
+            todo.extend(d.dependencies)
+        _KNOWN_QUERY[id(dependant)] = known
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise InvalidParams(

@@ -101,7 +101,7 @@ def test_without_redis_each_process_counts_in_memory_and_writes_nothing(
     h = _key(clients[0])
     for c in clients:  # each process holds its own window
         assert [c.get("/v1/jobs", headers=h).status_code for _ in range(4)] == [200] * 3 + [429]
-    from limits.storage import MemoryStorage
+    from limits.aio.storage import MemoryStorage
 
     assert isinstance(clients[0].app.state.services.rate_limiter.storage, MemoryStorage)  # type: ignore[attr-defined]
     # The counters are not in the database (the table that held them is gone).
@@ -124,7 +124,7 @@ def test_two_api_instances_share_one_budget_in_redis(
     apps: Callable[..., list[TestClient]],
 ) -> None:
     clients = apps(2, rate_limit_read="10/minute", redis_url=REDIS_URL)
-    from limits.storage import RedisStorage
+    from limits.aio.storage import RedisStorage
 
     assert isinstance(clients[0].app.state.services.rate_limiter.storage, RedisStorage)  # type: ignore[attr-defined]
     h = _key(clients[0], f"acme-{uuid.uuid4().hex[:6]}")

@@ -8,14 +8,13 @@ no Redis, each process counts its own share (documented in docs/deploy.md).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, Storage, storage_from_string
-from limits.strategies import FixedWindowRateLimiter
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
 
 
 @dataclass(frozen=True)
@@ -42,34 +41,32 @@ class Verdict:
 
 
 class RateLimiter:
-    """Counts hits per API key and kind (`write` for POST/DELETE, `read` otherwise)."""
+    """Counts hits per API key and kind (`write` for POST/DELETE, `read` otherwise).
+
+    `limits`' asyncio storages: memory needs no thread and no timer thread, Redis is awaited
+    on the event loop (redis-py's asyncio client), so a hit is never a thread hop.
+    """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.strategy = FixedWindowRateLimiter(storage)
-        # Memory is counted on the event loop (microseconds); Redis is a network call.
-        self.in_memory = isinstance(storage, MemoryStorage)
 
     @classmethod
     def build(cls, redis_url: str = "") -> RateLimiter:
         """Redis when a URL is given, else this process's memory."""
         if redis_url:
-            storage = storage_from_string(redis_url, key_prefix="stencil-rl")
-            assert isinstance(storage, Storage)  # a sync scheme gives a sync storage
-            return cls(storage)
+            return cls(
+                RedisStorage(
+                    "async+" + redis_url, implementation="redispy", key_prefix="stencil-rl"
+                )
+            )
         return cls(MemoryStorage())
 
     async def check(self, key_id: str, kind: str, limit: str) -> Verdict:
-        """`hit` from async code: inline for memory, on a worker thread for Redis."""
-        if self.in_memory:
-            return self.hit(key_id, kind, limit)
-        return await asyncio.to_thread(self.hit, key_id, kind, limit)
-
-    def hit(self, key_id: str, kind: str, limit: str) -> Verdict:
         """Count one request against `limit` (e.g. `60/minute`)."""
         item: RateLimitItem = parse(limit)
-        allowed = self.strategy.hit(item, kind, key_id)
-        reset_at, remaining = self.strategy.get_window_stats(item, kind, key_id)
+        allowed = await self.strategy.hit(item, kind, key_id)
+        reset_at, remaining = await self.strategy.get_window_stats(item, kind, key_id)
         return Verdict(
             allowed=allowed,
             limit=item.amount,
