@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -108,8 +109,11 @@ async def execute_job(ctx: WorkerContext, job_id: str, cancel: asyncio.Event | N
     try:
         return await _run(run, t, cancel)
     finally:
+        # The heartbeat may be waiting for its next beat: stop it now, not at that beat.
         stop.set()
-        await hb
+        hb.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hb
 
 
 class _Attempt:
