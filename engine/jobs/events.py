@@ -110,7 +110,10 @@ class Events:
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.redis_url = ""
         self._watches: dict[tuple[str, str], set[Watch]] = defaultdict(set)
-        self._callbacks: dict[str, list[Callable[[Change], None]]] = defaultdict(list)
+        self._callbacks: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, Callable[[Change], None]]]
+        ] = defaultdict(list)
+        self._lock = threading.Lock()  # watches and callbacks are read from commit threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
@@ -178,62 +181,65 @@ class Events:
     # ---- the waiting side ------------------------------------------------------------------
 
     def deliver(self, change: Change) -> None:
-        """Hand a change to its watchers; safe from any thread."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
+        """Hand a change to its watchers and callbacks, each on its own event loop; safe from
+        any thread (a commit on a worker thread, the loop itself)."""
+        with self._lock:
+            targets = [
+                *self._watches.get((change.topic, change.id), ()),
+                *self._watches.get((change.topic, ANY), ()),
+            ]
+            callbacks = list(self._callbacks.get(change.topic, ()))
         try:
-            running = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:
-            self._deliver(change)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._deliver, change)
-
-    def _deliver(self, change: Change) -> None:
-        targets = self._watches.get((change.topic, change.id), set()) | self._watches.get(
-            (change.topic, ANY), set()
-        )
         for w in targets:
-            w._put(change)
-        for fn in self._callbacks.get(change.topic, ()):
-            try:
-                fn(change)
-            except Exception:
-                log.exception("a change callback failed")
+            _call_on(w._loop, running, w._put, change)
+        for loop, fn in callbacks:
+            _call_on(loop, running, self._callback, fn, change)
         self.delivered += 1
 
+    _deliver = deliver
+
+    @staticmethod
+    def _callback(fn: Callable[[Change], None], change: Change) -> None:
+        try:
+            fn(change)
+        except Exception:
+            log.exception("a change callback failed")
+
     def bind(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Deliver to watchers on this event loop (the process's own)."""
+        """Note the event loop this process serves on (where listeners run)."""
         self._loop = loop or asyncio.get_running_loop()
 
     def on(self, topic: str, fn: Callable[[Change], None]) -> None:
-        """Call `fn` on the event loop for every change of `topic` (and every resync)."""
-        self._callbacks[topic].append(fn)
+        """Call `fn` on the calling event loop for every change of `topic` (and every
+        resync)."""
+        with self._lock:
+            self._callbacks[topic].append((asyncio.get_running_loop(), fn))
 
     @contextlib.contextmanager
     def watch(self, topic: str, id_: str = ANY) -> Iterator[Watch]:
-        """Watch a topic's id (or every id with ANY) for as long as the block runs."""
-        if self._loop is None:
-            self.bind()
-        assert self._loop is not None
-        w = Watch(self._loop)
+        """Watch a topic's id (or every id with ANY) for as long as the block runs; the watch
+        belongs to the calling event loop."""
+        w = Watch(asyncio.get_running_loop())
         key = (topic, id_)
-        self._watches[key].add(w)
+        with self._lock:
+            self._watches[key].add(w)
         try:
             yield w
         finally:
-            ws = self._watches.get(key)
-            if ws is not None:
-                ws.discard(w)
-                if not ws:
-                    del self._watches[key]
+            with self._lock:
+                ws = self._watches.get(key)
+                if ws is not None:
+                    ws.discard(w)
+                    if not ws:
+                        del self._watches[key]
 
     def watched_jobs(self) -> list[str]:
         """The job ids someone in this process waits on."""
-        return [i for (t, i) in self._watches if t == JOB and i != ANY]
+        with self._lock:
+            return [i for (t, i) in self._watches if t == JOB and i != ANY]
 
     # ---- listeners and the safety net ------------------------------------------------------
 
@@ -258,10 +264,15 @@ class Events:
         )
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (tasks started on another event loop are cancelled there)."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop]
         for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if t in mine:
+                t.cancel()
+            elif not t.get_loop().is_closed():
+                t.get_loop().call_soon_threadsafe(t.cancel)
+        await asyncio.gather(*mine, return_exceptions=True)
         self._tasks.clear()
         self.listening = False
         if self._redis is not None:
@@ -280,12 +291,14 @@ class Events:
 
     def _resync(self) -> None:
         """After a gap in listening: every watcher re-reads (changes may have been missed)."""
-        for (topic, id_), ws in list(self._watches.items()):
-            for w in ws:
-                w._put(Change(topic, id_))
-        for topic, fns in self._callbacks.items():
-            for fn in fns:
-                fn(Change(topic, ANY))
+        with self._lock:
+            keys = [(topic, id_) for (topic, id_) in self._watches]
+            topics = list(self._callbacks)
+        for topic, id_ in keys:
+            self.deliver(Change(topic, id_))
+        for topic in topics:
+            if not any(k[0] == topic and k[1] == ANY for k in keys):
+                self.deliver(Change(topic, ANY))
 
     async def _listen_postgres(self) -> None:
         import psycopg
@@ -386,3 +399,17 @@ class Events:
             self._key_check_after = latest
         self._seen = seen
         return out
+
+
+def _call_on(
+    loop: asyncio.AbstractEventLoop,
+    running: asyncio.AbstractEventLoop | None,
+    fn: Callable[..., None],
+    *args: Any,
+) -> None:
+    """`fn(*args)` on `loop`: now if that is the running loop, else scheduled there."""
+    if loop is running:
+        fn(*args)
+    elif not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(fn, *args)
