@@ -402,9 +402,8 @@ def parse_catalog(data: Any, source: str, base_dir: Path) -> Catalog:
             raise CatalogError(
                 f"{source}: template {t.name!r}, field graph: file {t.graph} does not exist"
             )
-    from engine.catalog.render import check_template  # late: render imports this module
-
     from engine.catalog.batchable import check_batching
+    from engine.catalog.render import check_template  # late: render imports this module
 
     for t in cat.templates:
         check_template(cat, t, source)
