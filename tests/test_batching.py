@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ from tests.helpers import finished, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 LONG = ", ".join(["a lighthouse on a rocky cliff above a stormy sea at dawn"] * 12)  # >75 tokens
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler": "euler_ancestral"}
+# Fresh seeds per run: ComfyUI caches a prompt it has run, which would hide the work.
+_rnd = random.Random()
+
+
+def seed() -> int:
+    return _rnd.randrange(2**32)
+
+
 Headers = dict[str, str]
 
 
@@ -182,9 +191,9 @@ def test_jobs_submitted_together_run_as_one_prompt(
     client, h = batching_live
     services = client.app.state.services  # type: ignore[attr-defined]
     bodies = [
-        {**SMALL, "prompt": "a red cube", "seed": 11},
-        {**SMALL, "prompt": LONG, "seed": 12, "batch_size": 2, "negative_prompt": "blurry"},
-        {**SMALL, "prompt": "a blue sphere", "seed": 13},
+        {**SMALL, "prompt": "a red cube", "seed": seed()},
+        {**SMALL, "prompt": LONG, "seed": seed(), "batch_size": 2, "negative_prompt": "blurry"},
+        {**SMALL, "prompt": "a blue sphere", "seed": seed()},
     ]
     ids = []
     for body in bodies:
@@ -228,7 +237,9 @@ def test_cancel_one_job_mid_batch(
     services = client.app.state.services  # type: ignore[attr-defined]
     ids = [
         client.post(
-            "/v1/txt2img", json={**SMALL, "steps": 40, "prompt": f"job {i}", "seed": i}, headers=h
+            "/v1/txt2img",
+            json={**SMALL, "steps": 40, "prompt": f"job {i}", "seed": seed()},
+            headers=h,
         ).json()["id"]
         for i in range(3)
     ]
@@ -299,7 +310,7 @@ def queued(
 def _submit(client: TestClient, h: Headers, n: int) -> list[str]:
     return [
         client.post(
-            "/v1/txt2img", json={**SMALL, "prompt": f"job {i}", "seed": 100 + i}, headers=h
+            "/v1/txt2img", json={**SMALL, "prompt": f"job {i}", "seed": seed()}, headers=h
         ).json()["id"]
         for i in range(n)
     ]
