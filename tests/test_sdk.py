@@ -201,7 +201,7 @@ def _job_json() -> dict[str, object]:
         "id": "job_1", "object": "job", "template": "txt2img", "template_version": "1.0.0",
         "status": "queued", "progress": 0, "params": {}, "inputs": {}, "graph_hash": "0" * 64,
         "comfyui_version": None, "outputs": [], "error": None, "created_at": now,
-        "started_at": None, "finished_at": None, "metering": None, "cost": None,
+        "started_at": None, "finished_at": None, "metering": None, "cost": None, "batch": None,
         "webhook_url": None,
         "timings": {"queue_seconds": None, "run_seconds": None, "total_seconds": None},
     }  # fmt: skip
