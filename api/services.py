@@ -112,7 +112,7 @@ class Services:
         elif self.settings.runner == "modal":
             from engine.runners.modal import ModalRunner
 
-            self.runner = ModalRunner(self.db, self.catalog)
+            self.runner = ModalRunner(self.db, self.catalog, batching=self.settings.batching)
         else:
             self.runner = await self._local_runner()
         await self.runner.start()

@@ -25,7 +25,7 @@ from typing import Any
 
 from engine.billing.ledger import PLATFORM, RETRIED, settle
 from engine.billing.metering import PromptMeter, split_batch
-from engine.catalog.catalog import Batching, Template
+from engine.catalog.catalog import Batching, Catalog, Template
 from engine.comfy import (
     ComfyExecutionError,
     ComfyInterrupted,
@@ -34,7 +34,7 @@ from engine.comfy import (
     ComfyValidationError,
     ProgressEvent,
 )
-from engine.db.database import utcnow
+from engine.db.database import Database, utcnow
 from engine.db.tables import Job
 from engine.errors import EngineUnavailable, ExecutionFailed, JobTimedOut
 from engine.jobs.states import CANCELLED, RUNNING, SUCCEEDED
@@ -425,3 +425,51 @@ async def _run(
         await _notify(ctx, job.id, SUCCEEDED)
         states[job.id] = SUCCEEDED
     return states
+
+
+# ---- Modal: dynamic batching on the GPU classes ----------------------------------------------
+
+
+def batcher_cls_name(gpu_class: str) -> str:
+    """The Modal class batching a catalog GPU class's jobs (`l4` -> `Batcher_l4`)."""
+    return f"Batcher_{gpu_class}"
+
+
+def batched_classes(catalog: Catalog, mode: str) -> dict[str, tuple[int, int]]:
+    """GPU classes with a template batched on them: (max_batch_size, wait_ms) for each.
+
+    Modal's `@modal.batched` takes one size and one window per class: the largest of its
+    templates' `max_jobs` and `max_wait_ms` (each batch is then cut to its template's own
+    `max_jobs` by `group_jobs`).
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for name in catalog.gpu_classes:
+        terms = [
+            b
+            for t in catalog.templates
+            if t.gpu_class == name and (b := batch_terms(t, mode, name)) is not None
+        ]
+        if terms:
+            out[name] = (max(b.max_jobs for b in terms), max(b.max_wait_ms for b in terms))
+    return out
+
+
+def group_jobs(
+    db: Database, catalog: Catalog, job_ids: Sequence[str], mode: str, gpu_class: str | None
+) -> list[list[str]]:
+    """Claimed jobs grouped into batches: one batch key each, at most `max_jobs` a batch."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    with db.session() as s:
+        for job_id in job_ids:
+            job = s.get(Job, job_id)
+            t = catalog.get(job.template, int(job.template_version.split(".")[0])) if job else None
+            terms = batch_terms(t, mode, gpu_class) if t is not None else None
+            if job is None or terms is None:
+                groups[("alone", job_id)] = [job_id]
+                continue
+            key = job_key(job, terms)
+            n = 0
+            while len(groups.setdefault((*key, str(n)), [])) >= terms.max_jobs:
+                n += 1
+            groups[(*key, str(n))].append(job_id)
+    return list(groups.values())
