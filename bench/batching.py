@@ -216,6 +216,7 @@ def run(url: str, a: argparse.Namespace, work: Path) -> None:
     rate: dict[str, list[float]] = {"queue": [], "off": [], "force": []}
     mads: list[float] = []
     sizes: list[int] = []
+    prompt_s: list[float] = []
     for _ in range(a.rounds):
         ends, _span = asyncio.run(comfy_queue(url, [render(bodies()[0])]))
         lat["lone"] += ends
@@ -228,6 +229,7 @@ def run(url: str, a: argparse.Namespace, work: Path) -> None:
             rate[name].append(a.jobs / span * 60)
             if name == "force":
                 sizes += [j.batch_size or 1 for j in done]
+                prompt_s += sorted({j.execution_s or 0.0 for j in done})
                 storage = app.app.state.services.storage
                 for j in done[:2]:  # two jobs a round against their lone images
                     lone = asyncio.run(images(url, j.graph))
@@ -264,8 +266,13 @@ def run(url: str, a: argparse.Namespace, work: Path) -> None:
             f"| {label} | {r:.1f} | {r / q:.2f}x | {p50 * 1000:.0f} ms | {p95 * 1000:.0f} ms "
             f"| {p50 / lone_p50:.2f}x |"
         )
+    if prompt_s:
+        print(
+            f"\nbatched prompts, ComfyUI execution: median {statistics.median(prompt_s):.2f} s "
+            f"over {len(prompt_s)} prompts"
+        )
     if mads:
-        print(f"\nbatched vs lone image, mean absolute difference: max {max(mads):.3f}/255")
+        print(f"batched vs lone image, mean absolute difference: max {max(mads):.3f}/255")
 
 
 if __name__ == "__main__":
