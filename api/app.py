@@ -50,6 +50,7 @@ def create_app(
             import asyncio
 
             await asyncio.to_thread(services.db.migrate)
+        await services.start_events()
         await services.start_dispatcher()
         try:
             yield

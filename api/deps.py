@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -12,13 +11,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.services import Services
 from engine.errors import Forbidden, InvalidParams, RateLimited, Unauthorized
-from engine.tenants.keys import Principal, resolve_key
+from engine.tenants.keys import Principal
 
 log = logging.getLogger("stencil.api")
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's services."""
     services: Services = request.app.state.services
     return services
@@ -37,13 +36,7 @@ async def get_principal(
     challenge = {"WWW-Authenticate": 'Bearer realm="stencil"'}
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers=challenge)
-    token = creds.credentials
-
-    def lookup() -> Principal | None:
-        with services.db.session() as s:
-            return resolve_key(s, token)
-
-    principal = await asyncio.to_thread(lookup)
+    principal = await services.keys.resolve(creds.credentials)
     if principal is None:
         raise Unauthorized("The API key is not valid.", headers=challenge)
     await rate_limit(request, services, principal)
@@ -61,7 +54,7 @@ async def rate_limit(request: Request, services: Services, principal: Principal)
     )
     kind = "write" if write else "read"
     try:
-        verdict = await asyncio.to_thread(services.rate_limiter.hit, principal.key_id, kind, limit)
+        verdict = await services.rate_limiter.check(principal.key_id, kind, limit)
     except SQLAlchemyError:
         raise  # the job store is down: a 503 like any other request
     except Exception as e:
@@ -108,18 +101,26 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def reject_unknown_query(request: Request) -> None:
+_KNOWN_QUERY: dict[int, set[str]] = {}  # a route's query names (routes live as long as the app)
+
+
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not take is a 422, not silently ignored (`?limt=5`)."""
+    if not request.query_params:
+        return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known: set[str] = set()
-    todo = [dependant]
-    while todo:
-        d = todo.pop()
-        known |= {p.alias for p in d.query_params}
-        todo.extend(d.dependencies)
+    known = _KNOWN_QUERY.get(id(dependant))
+    if known is None:
+        known = set()
+        todo = [dependant]
+        while todo:
+            d = todo.pop()
+            known |= {p.alias for p in d.query_params}
+            todo.extend(d.dependencies)
+        _KNOWN_QUERY[id(dependant)] = known
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise InvalidParams(

@@ -213,6 +213,11 @@ class Job(BaseModel):
     webhook_url: str | None = Field(
         default=None, description="Where the signed terminal-state webhook goes, if anywhere."
     )
+    events_url: str = Field(
+        description="This job's Server-Sent Event stream with a signed `token`, for a browser's "
+        "`EventSource` (which cannot send `Authorization`); valid for this job only, for "
+        "`STENCIL_STREAM_URL_TTL_S` seconds from this response."
+    )
 
 
 class JobList(BaseModel):

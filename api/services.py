@@ -25,6 +25,7 @@ from engine.metrics import registry_for
 from engine.runners.base import Runner
 from engine.runners.local import LocalRunner, worker_id
 from engine.runners.worker import WorkerContext
+from engine.tenants.keys import KeyCache
 from engine.tenants.ratelimit import RateLimiter
 from engine.webhooks.delivery import DispatchConfig, Dispatcher
 
@@ -34,8 +35,9 @@ log = logging.getLogger("stencil.services")
 class StreamSlots:
     """Open Server-Sent Event streams per API key in this process, at most `per_key` each.
 
-    Each open stream polls the job store, so an unbounded number from one key would slow every
-    other tenant's reads. Only the event loop touches the counts, so they need no lock.
+    Each open stream holds a connection and a watch on the change feed, so an unbounded number
+    from one key would crowd every other tenant. Only the event loop touches the counts, so
+    they need no lock.
     """
 
     def __init__(self, per_key: int) -> None:
@@ -78,10 +80,17 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: CollectorRegistry = field(init=False)
     streams: StreamSlots = field(init=False)
+    keys: KeyCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = registry_for(self.db, self._comfy_restarts)
         self.streams = StreamSlots(self.settings.streams_per_key)
+        self.keys = KeyCache(self.db, ttl_s=self.settings.key_cache_ttl_s)
+
+    async def start_events(self) -> None:
+        """Follow the change feed: other processes' changes, and the key cache's drops."""
+        self.keys.follow()
+        await self.db.events.start()
 
     def _comfy_restarts(self) -> int:
         return self.comfy_process.restarts if self.comfy_process is not None else 0
@@ -92,7 +101,7 @@ class Services:
         catalog = load_catalog(settings.catalog)
         graphs = TemplateGraphs(catalog)
         models = {(t.name, t.major): build_request_model(t) for t in catalog.templates}
-        db = Database(settings.db_url)
+        db = Database(settings.db_url, redis_url=settings.redis_url)
         return cls(
             settings=settings,
             catalog=catalog,
@@ -101,7 +110,7 @@ class Services:
             storage=make_storage(settings),
             request_models=models,
             guard=make_guard(settings),
-            rate_limiter=RateLimiter.build(db, settings.redis_url),
+            rate_limiter=RateLimiter.build(settings.redis_url),
         )
 
     async def start(self, runner: Runner | None = None) -> None:
@@ -209,7 +218,8 @@ class Services:
         log.info("catalog checked against ComfyUI at %s: every template fits", url)
 
     async def stop(self) -> None:
-        """Stop the dispatcher, the runner and the ComfyUI subprocess."""
+        """Stop the dispatcher, the runner, the ComfyUI subprocess and the change feed."""
+        await self.db.events.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             self.dispatcher = None

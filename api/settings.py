@@ -166,7 +166,24 @@ class Settings(BaseSettings):
         default=86400, ge=60, description="How long an Idempotency-Key is remembered."
     )
     redis_url: str = Field(
-        default="", description="Redis for rate limits (`redis://...`); empty: the database."
+        default="",
+        description="Redis (`redis://...`) for rate limits shared by every API process and for "
+        "change events between processes; empty: rate limits in each process's memory, events "
+        "through PostgreSQL LISTEN/NOTIFY (or within the one process on SQLite).",
+    )
+    stream_url_ttl_s: int = Field(
+        default=900,
+        ge=30,
+        le=86400,
+        description="How long the signed `events_url` of a job (for a browser's EventSource) "
+        "stays valid.",
+    )
+    key_cache_ttl_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=600.0,
+        description="How long a resolved API key is kept in each process; a revocation drops it "
+        "at once through the change feed.",
     )
     rate_limit_write: str = Field(
         default="60/minute",

@@ -8,14 +8,13 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api.jsonbody import parse_json
 from api.problems import JSON_BODY
 from api.services import Services
-from engine.billing.budgets import check_budget
 from engine.catalog.catalog import Template
 from engine.catalog.params import resolve_params, validate_params
 from engine.catalog.render import GraphError
@@ -30,8 +29,8 @@ from engine.errors import (
 )
 from engine.intake.media import CheckedImage, check_image, decode_data_url, is_url
 from engine.jobs import idempotency as idem
+from engine.jobs import lifecycle
 from engine.jobs.states import QUEUED
-from engine.jobs.store import insert_job
 from engine.tenants.keys import Principal
 
 _IMAGE_PLACEHOLDER = "data:image/png;base64,"
@@ -157,49 +156,16 @@ def check_media(
     return checked
 
 
-def _quota_and_active(services: Services, tenant_id: str) -> tuple[int, int]:
-    from sqlalchemy import func, select
-
-    from engine.db.tables import Tenant
-    from engine.jobs.states import ACTIVE
-
-    with services.db.session() as s:
-        own = s.scalar(select(Tenant.active_job_quota).where(Tenant.id == tenant_id))
-        active = s.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
-        )
-    return (own if own is not None else services.settings.active_job_quota), int(active or 0)
-
-
-def _check_budget(services: Services, tenant_id: str) -> None:
-    with services.db.session() as s:
-        check_budget(s, tenant_id)
-
-
-async def _check_quota(services: Services, tenant_id: str) -> None:
-    quota, active = await asyncio.to_thread(_quota_and_active, services, tenant_id)
-    if active >= quota:
-        raise QuotaExceeded(
-            f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
-            extra={"limit": quota},
-            headers={"Retry-After": "5"},
-        )
-
-
 def _request_fingerprint(route: str, values: dict[str, Any], body: Body) -> str:
     images = {k: hashlib.sha256(v).hexdigest() for k, v in body.images.items()}
     return idem.fingerprint(route, {"values": values, "images": images, "urls": body.urls})
 
 
-def _replayed_job(services: Services, principal: Principal, key: str, fp: str) -> Job | None:
-    ttl = services.settings.idempotency_ttl_s
-    with services.db.session() as s:
-        rec = idem.check(idem.find(s, principal.tenant_id, key, ttl), fp)
-        if rec is None or rec.job_id is None:
-            return None
-        return s.get(Job, rec.job_id)
+def _replayed_job(s: Session, tenant_id: str, key: str, fp: str, ttl: int) -> Job | None:
+    rec = idem.check(idem.find(s, tenant_id, key, ttl), fp)
+    if rec is None or rec.job_id is None:
+        return None
+    return s.get(Job, rec.job_id)
 
 
 async def submit(
@@ -223,7 +189,8 @@ async def submit(
     async def replayed() -> Job | None:
         if not idempotency_key:
             return None
-        return await asyncio.to_thread(_replayed_job, services, principal, idempotency_key, fp)
+        ttl = services.settings.idempotency_ttl_s
+        return await services.db.read(_replayed_job, principal.tenant_id, idempotency_key, fp, ttl)
 
     # A retry gets its original job before any limit is consulted, and again when a limit (or
     # the key's unique index) refuses it: its twin may have committed in between, and may be
@@ -254,8 +221,7 @@ async def _create(
     if webhook_url:
         await check_webhook_url(services, webhook_url)
     # Cheap early refusals, so a tenant over quota or budget costs no fetch and stores nothing.
-    await _check_quota(services, principal.tenant_id)
-    await asyncio.to_thread(_check_budget, services, principal.tenant_id)
+    await services.db.read(lifecycle.admit, principal.tenant_id, services.settings.active_job_quota)
     if body.urls:
         await fetch_urls(services, t, body)
     checked = check_media(t, values, body.images)
@@ -301,35 +267,17 @@ async def _create(
         created_at=utcnow(),
     )
 
-    def store() -> Job:
-        with services.db.session() as s:
-            if idempotency_key:
-                # First, so a concurrent twin fails here (unique index) before any quota check.
-                idem.remember(
-                    s,
-                    principal.tenant_id,
-                    idempotency_key,
-                    fp,
-                    route,
-                    services.settings.idempotency_ttl_s,
-                    job_id=job.id,
-                )
-            return insert_job(s, job, services.settings.active_job_quota)
-
-    stored = await asyncio.to_thread(store)
+    remember = (
+        lifecycle.Remember(idempotency_key, fp, route, services.settings.idempotency_ttl_s)
+        if idempotency_key
+        else None
+    )
+    stored = await services.db.run(
+        lifecycle.create, job, services.settings.active_job_quota, remember
+    )
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:
-
-            def save_call() -> None:
-                # A warm container may claim the job first; it records the call id itself.
-                with services.db.session() as s:
-                    s.execute(
-                        update(Job)
-                        .where(Job.id == stored.id, Job.call_id.is_(None))
-                        .values(call_id=call_id)
-                    )
-
-            await asyncio.to_thread(save_call)
+            await services.db.run(lifecycle.save_call_id, stored.id, call_id)
             stored.call_id = call_id
     return stored, False

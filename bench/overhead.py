@@ -1,17 +1,24 @@
 """Stencil's overhead over raw ComfyUI: the same small txt2img graph both ways, interleaved.
 
-    .venv/bin/python bench/overhead.py [--jobs 10] [--steps 2] [--size 64]
+    .venv/bin/python bench/overhead.py [--jobs 20] [--follow sse|wait|poll] [--steps 2]
 
-Starts one ComfyUI (CPU) on the synthetic checkpoint. Each round sends the graph the API would
-render straight to ComfyUI, then submits the same request through the API (submit, worker,
-storage, poll every 50 ms until succeeded). Rounds interleave so background load hits both
-alike; seeds vary, since ComfyUI caches an identical graph. Prints medians.
+Starts one ComfyUI (CPU) on the synthetic checkpoint and one Stencil API process (uvicorn on
+loopback, SQLite, local storage, the local runner) on that same ComfyUI. Each round:
+
+- raw: the graph the API would render, sent straight to ComfyUI by a client that keeps its
+  websocket (POST /prompt, websocket until done, GET /view of the output);
+- Stencil: POST /v1/txt2img, follow the job until it is terminal (its event stream, a
+  `?wait=` long poll, or polling every 50 ms), then GET the output URL.
+
+Rounds interleave so background load hits both alike; seeds vary, since ComfyUI caches an
+identical graph. Prints p50 and p95 of raw, Stencil, and the per-round difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -19,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi.testclient import TestClient
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,13 +36,23 @@ from api.settings import Settings  # noqa: E402
 from engine.catalog.params import resolve_params, validate_params  # noqa: E402
 from engine.comfy import ComfyClient, ComfyProcess  # noqa: E402
 from engine.tenants.keys import create_key  # noqa: E402
+from tests.helpers import serve  # noqa: E402
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The q-quantile (0..1) of xs, nearest rank."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--follow", choices=["sse", "wait", "poll"], default="sse")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc = ComfyProcess(
@@ -55,12 +72,26 @@ def main() -> None:
             proc.close()
 
 
-async def raw_prompt(url: str, graph: dict[str, Any]) -> float:
-    """Seconds for one prompt sent straight to ComfyUI (fresh client: each round owns a loop)."""
-    async with ComfyClient(url) as comfy:
-        t0 = time.perf_counter()
-        await comfy.run(graph, timeout=300)
-        return time.perf_counter() - t0
+async def follow_job(c: httpx.AsyncClient, job: dict[str, Any], h: dict[str, str], how: str) -> Any:
+    """The job once terminal, followed as a client would."""
+    url = f"/v1/jobs/{job['id']}"
+    if how == "wait":
+        while job["status"] not in TERMINAL:
+            job = (await c.get(f"{url}?wait=60", headers=h)).json()
+        return job
+    if how == "poll":
+        while job["status"] not in TERMINAL:
+            await asyncio.sleep(0.05)
+            job = (await c.get(url, headers=h)).json()
+        return job
+    async with c.stream("GET", f"{url}/events", headers=h) as r:
+        name = None
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and name in (f"job.{s}" for s in TERMINAL):
+                return json.loads(line.split(":", 1)[1])["job"]
+    raise AssertionError("the stream ended before the job did")
 
 
 def run(url: str, a: argparse.Namespace, home: Path) -> None:
@@ -73,7 +104,8 @@ def run(url: str, a: argparse.Namespace, home: Path) -> None:
         active_job_quota=1000,
         rate_limit_write="100000/minute",
         rate_limit_read="100000/minute",
-        trusted_hosts="testserver",
+        trusted_hosts="127.0.0.1",
+        webhook_dispatch=False,
     )
     app = create_app(settings)
     services = app.state.services
@@ -81,45 +113,53 @@ def run(url: str, a: argparse.Namespace, home: Path) -> None:
     model = services.request_models[(t.name, t.major)]
     raw: list[float] = []
     walls: list[float] = []
-    meters: list[dict[str, Any]] = []
-    with TestClient(app) as c:
+    with serve(app) as base:
         with services.db.session() as s:
             token, _ = create_key(s, "bench")
         h = {"Authorization": f"Bearer {token}"}
-        for i in range(a.jobs + 1):  # round 0 warms both paths (model load)
-            body = {
-                "prompt": "a lighthouse",
-                "width": a.size,
-                "height": a.size,
-                "steps": a.steps,
-                "seed": 1000 + 2 * i,
-            }
-            params = resolve_params(t, validate_params(model, {**body, "seed": 1001 + 2 * i}))
-            graph = services.graphs.render(t, params).graph
-            raw_s = asyncio.run(raw_prompt(url, graph))
-            t0 = time.perf_counter()
-            job = c.post("/v1/txt2img", json=body, headers=h).json()
-            while job["status"] not in ("succeeded", "failed", "cancelled"):
-                time.sleep(0.05)  # a client polling gently, as an SDK would
-                job = c.get(f"/v1/jobs/{job['id']}", headers=h).json()
-            wall_s = time.perf_counter() - t0
-            assert job["status"] == "succeeded", job
-            if i:
-                raw.append(raw_s)
-                walls.append(wall_s)
-                meters.append(job.get("metering") or {})
-    med = statistics.median
-    print(f"txt2img {a.size}x{a.size}, {a.steps} steps, {a.jobs} interleaved rounds (medians)")
-    print(f"  raw ComfyUI prompt (submit to outputs listed):  {med(raw) * 1000:8.1f} ms")
-    print(f"  through Stencil (submit to succeeded, polled):  {med(walls) * 1000:8.1f} ms")
-    for k in ("execution_seconds", "upload_seconds", "billable_seconds"):
-        vals = [m[k] for m in meters if m.get(k) is not None]
-        if vals:
-            print(f"    worker {k:<38} {med(vals) * 1000:8.1f} ms")
+
+        async def rounds() -> None:
+            async with ComfyClient(url) as comfy, httpx.AsyncClient(base_url=base) as c:
+                for i in range(a.jobs + 2):  # rounds 0 and 1 warm both paths
+                    body = {
+                        "prompt": "a lighthouse",
+                        "width": a.size,
+                        "height": a.size,
+                        "steps": a.steps,
+                        "seed": 1000 + 2 * i,
+                    }
+                    params = resolve_params(
+                        t, validate_params(model, {**body, "seed": 1001 + 2 * i})
+                    )
+                    graph = services.graphs.render(t, params).graph
+                    t0 = time.perf_counter()
+                    result = await comfy.run(graph, timeout=300)
+                    for ref in result.outputs:
+                        await comfy.view(ref)
+                    raw_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    job = (await c.post("/v1/txt2img", json=body, headers=h)).json()
+                    job = await follow_job(c, job, h, a.follow)
+                    assert job["status"] == "succeeded", job
+                    for o in job["outputs"]:
+                        r = await c.get(o["url"])
+                        assert r.status_code == 200
+                    wall_s = time.perf_counter() - t0
+                    if i > 1:
+                        raw.append(raw_s)
+                        walls.append(wall_s)
+
+        asyncio.run(rounds())
+    diffs = [w - r for w, r in zip(walls, raw, strict=True)]
     print(
-        f"  overhead per job (median difference):           "
-        f"{med([w - r for w, r in zip(walls, raw, strict=True)]) * 1000:8.1f} ms"
+        f"txt2img {a.size}x{a.size}, {a.steps} steps, {a.jobs} interleaved rounds, "
+        f"client follows by {a.follow}"
     )
+    for label, xs in (("raw ComfyUI", raw), ("through Stencil", walls), ("overhead", diffs)):
+        print(
+            f"  {label:<16} p50 {statistics.median(xs) * 1000:8.1f} ms   "
+            f"p95 {pct(xs, 0.95) * 1000:8.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rate limits per API key, shared by every API process through the database or Redis."""
+"""Rate limits per API key: counted in memory by one process, shared by every process through
+Redis; never a database write per request."""
 
 from __future__ import annotations
 
@@ -93,12 +94,21 @@ def _shared_budget(clients: list[TestClient], h: Headers, limit: int) -> None:
     assert codes.count(200) == limit and codes.count(429) == 12, codes
 
 
-def test_two_api_instances_share_one_budget_in_the_database(
+def test_without_redis_each_process_counts_in_memory_and_writes_nothing(
     apps: Callable[..., list[TestClient]],
 ) -> None:
-    clients = apps(2, rate_limit_read="10/minute")
+    clients = apps(2, rate_limit_read="3/minute")
     h = _key(clients[0])
-    _shared_budget(clients, h, 10)
+    for c in clients:  # each process holds its own window
+        assert [c.get("/v1/jobs", headers=h).status_code for _ in range(4)] == [200] * 3 + [429]
+    from limits.aio.storage import MemoryStorage
+
+    assert isinstance(clients[0].app.state.services.rate_limiter.storage, MemoryStorage)  # type: ignore[attr-defined]
+    # The counters are not in the database (the table that held them is gone).
+    from sqlalchemy import inspect
+
+    engine = clients[0].app.state.services.db.engine  # type: ignore[attr-defined]
+    assert "rate_limit_counters" not in inspect(engine).get_table_names()
 
 
 def _redis_up() -> bool:
@@ -114,7 +124,7 @@ def test_two_api_instances_share_one_budget_in_redis(
     apps: Callable[..., list[TestClient]],
 ) -> None:
     clients = apps(2, rate_limit_read="10/minute", redis_url=REDIS_URL)
-    from limits.storage import RedisStorage
+    from limits.aio.storage import RedisStorage
 
     assert isinstance(clients[0].app.state.services.rate_limiter.storage, RedisStorage)  # type: ignore[attr-defined]
     h = _key(clients[0], f"acme-{uuid.uuid4().hex[:6]}")

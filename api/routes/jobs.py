@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urljoin
@@ -18,11 +18,11 @@ from api.services import Services
 from api.submit import submit
 from engine.catalog.catalog import Template
 from engine.catalog.params import operation_id
-from engine.db.database import utcnow
 from engine.db.tables import Job
 from engine.errors import Conflict
-from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
-from engine.jobs.store import get_job, list_jobs, transition
+from engine.jobs.lifecycle import MAX_WAIT_S, cancel, stream_token, wait_terminal
+from engine.jobs.states import CANCELLED, TERMINAL
+from engine.jobs.store import get_job, list_jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -30,14 +30,25 @@ JOB_404 = "No such job for this tenant."
 JOB_PROBLEMS = problems({404: JOB_404})
 
 
+def _json(view: BaseModel) -> Response:
+    """The view as the response body, serialised once: the model was built by `job_view` from
+    trusted fields, so FastAPI's second validation against `response_model` (which the
+    document still declares) would only repeat the work on the hottest route."""
+    return Response(content=view.model_dump_json(by_alias=True), media_type="application/json")
+
+
 def _secs(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds(), 3) if a and b else None
 
 
-def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
-    """A job as the API shows it, with output URLs signed now."""
+def job_view(job: Job, services: Services, base_url: str, key_id: str | None = None) -> schemas.Job:
+    """A job as the API shows it, with output and event-stream URLs signed now."""
     ttl = services.settings.url_ttl_s
     base = services.settings.public_base_url or base_url
+    stream_exp = int(time.time()) + services.settings.stream_url_ttl_s
+    token = stream_token(
+        services.settings.signing_secret(), job.id, job.tenant_id, key_id or "tenant", stream_exp
+    )
     outputs = []
     for o in job.outputs or []:
         url, exp = services.storage.url(o["key"], ttl)
@@ -83,6 +94,7 @@ def job_view(job: Job, services: Services, base_url: str) -> schemas.Job:
             else None
         ),
         webhook_url=job.webhook_url,
+        events_url=urljoin(base, f"/v1/jobs/{job.id}/events?token={token}"),
     )
 
 
@@ -141,7 +153,7 @@ def _add_template_route(
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         response.headers.update(extra_headers)
-        return job_view(job, services, str(request.base_url))
+        return job_view(job, services, str(request.base_url), principal.key_id)
 
     run_template.__doc__ = f"{t.description}"
     images = ", ".join(f"`{n}`" for n in t.image_params)
@@ -188,16 +200,27 @@ def _add_template_route(
     responses=JOB_PROBLEMS,
 )
 async def read_job(
-    job_id: JobIdPath, request: Request, principal: PrincipalDep, services: ServicesDep
-) -> schemas.Job:
-    """Read a job: status, progress, timings and freshly signed output URLs."""
-
-    def load() -> Job:
-        with services.db.session() as s:
-            return get_job(s, principal.tenant_id, job_id)
-
-    job = await asyncio.to_thread(load)
-    return job_view(job, services, str(request.base_url))
+    job_id: JobIdPath,
+    request: Request,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    wait: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to wait for the job to finish: the answer comes as soon as "
+            "it is terminal, or with its current state after this many seconds (0: at once).",
+        ),
+    ] = 0,
+) -> Response:
+    """Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+    it is done (a long poll, answered the moment it finishes)."""
+    if wait:
+        job = await wait_terminal(services.db, principal.tenant_id, job_id, float(wait))
+    else:
+        job = await services.db.read(get_job, principal.tenant_id, job_id)
+    return _json(job_view(job, services, str(request.base_url), principal.key_id))
 
 
 @router.get(
@@ -220,15 +243,13 @@ async def list_my_jobs(
 ) -> schemas.JobList:
     """The caller's jobs, newest first, with cursor pagination."""
 
-    def load() -> tuple[list[Job], str | None]:
-        with services.db.session() as s:
-            return list_jobs(
-                s, principal.tenant_id, limit=limit, cursor=cursor, status=status, template=template
-            )
-
-    jobs, nxt = await asyncio.to_thread(load)
+    jobs, nxt = await services.db.read(
+        list_jobs, principal.tenant_id, limit=limit, cursor=cursor, status=status, template=template
+    )
     base = str(request.base_url)
-    return schemas.JobList(data=[job_view(j, services, base) for j in jobs], next_cursor=nxt)
+    return schemas.JobList(
+        data=[job_view(j, services, base, principal.key_id) for j in jobs], next_cursor=nxt
+    )
 
 
 @router.delete(
@@ -243,21 +264,8 @@ async def cancel_job(
 ) -> schemas.Job:
     """Cancel a job: a queued job never starts; a running one is interrupted in ComfyUI."""
 
-    def attempt() -> tuple[Job, str]:
-        with services.db.session() as s:
-            job = get_job(s, principal.tenant_id, job_id)
-            if job.status == QUEUED and transition(
-                s, job.id, [QUEUED], CANCELLED, finished_at=utcnow(), cancel_requested=True
-            ):
-                return job, "queued"
-            if job.status == RUNNING and transition(
-                s, job.id, [RUNNING], CANCELLED, finished_at=utcnow(), cancel_requested=True
-            ):
-                return job, "running"
-            return job, job.status
-
     for _ in range(3):
-        job, was = await asyncio.to_thread(attempt)
+        job, was = await services.db.run(cancel, principal.tenant_id, job_id)
         if was == "running" and services.runner is not None:
             await services.runner.cancel(job.id, job.call_id)
         if was in ("queued", "running", CANCELLED):
@@ -266,8 +274,5 @@ async def cancel_job(
             # Not `status`: that member of a problem is its HTTP status.
             raise Conflict(f"Job {job_id} already finished as {was}.", extra={"job_status": was})
 
-    def reload() -> Job:
-        with services.db.session() as s:
-            return get_job(s, principal.tenant_id, job_id)
-
-    return job_view(await asyncio.to_thread(reload), services, str(request.base_url))
+    job = await services.db.read(get_job, principal.tenant_id, job_id)
+    return job_view(job, services, str(request.base_url), principal.key_id)

@@ -4,33 +4,40 @@ Each event is named by what happened (`job.running`, `job.progress`, `job.succee
 carries a `JobEvent` as JSON. Its id is the job's position in its life, computed from the job
 row alone (see `position`), so ids only grow, any API process computes the same ones, and a
 client that reconnects with `Last-Event-ID` gets only what came after.
+
+The stream is pushed: it reads the job once, then once per change of that job that the change
+feed announces (from this process at once, from others through LISTEN/NOTIFY or Redis), never
+on a timer. A reconnect after the terminal event is answered `204 No Content`, which tells a
+browser's `EventSource` to stop. A browser cannot send `Authorization` on `EventSource`: the
+job's `events_url` carries a short-lived signed `token` instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from api import schemas
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import ServicesDep, _bearer, get_principal, rate_limit
 from api.edge import JobIdPath
 from api.openapi import problems
 from api.routes.jobs import JOB_404, job_view
 from engine.db.tables import Job
 from engine.errors import TooManyStreams
+from engine.jobs.lifecycle import follow, verify_stream_token
 from engine.jobs.states import QUEUED, RUNNING, TERMINAL
 from engine.jobs.store import get_job
+from engine.tenants.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-POLL_S = 0.25  # how often the stream looks at the job row (any process may change it)
 PING_S = 15  # keeps proxies from closing an idle stream
+RETRY_MS = 2000  # the reconnect delay a browser is told to use
 _STEP = 1001  # positions per phase: progress in thousandths, 0..1000
 
 
@@ -60,19 +67,49 @@ STREAM_DESCRIPTION = (
 )
 
 
+async def stream_principal(
+    job_id: JobIdPath,
+    request: Request,
+    services: ServicesDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            pattern=r"^[A-Za-z0-9_.=-]+$",
+            description="The signed token of the job's `events_url`, for clients that cannot "
+            "send `Authorization` (a browser's `EventSource`); it is valid for this job only.",
+        ),
+    ] = None,
+) -> Principal:
+    """The bearer key's principal, or the one a signed stream token names."""
+    if token is None or creds is not None:
+        return await get_principal(request, services, creds)
+    tenant_id, key_id = verify_stream_token(services.settings.signing_secret(), token, job_id)
+    principal = Principal(tenant_id, "", key_id, frozenset({"jobs"}))
+    await rate_limit(request, services, principal)
+    return principal
+
+
 @router.get(
     "/jobs/{job_id}/events",
     name="stream_job_events",
     response_class=EventSourceResponse,
     response_description=STREAM_DESCRIPTION,
+    status_code=200,
     responses={
         **problems(
             {
+                401: "No API key or stream token, or one that is not valid for this job.",
                 404: JOB_404,
                 429: "The key already holds its limit of open streams "
                 "(`STENCIL_STREAMS_PER_KEY`), or is over its rate limit; see `Retry-After`.",
             }
         ),
+        204: {
+            "description": "The stream is over: the job is terminal and `Last-Event-ID` is its "
+            "last event (a browser's EventSource stops reconnecting)."
+        },
         200: {
             "content": {
                 "text/event-stream": {
@@ -90,7 +127,7 @@ STREAM_DESCRIPTION = (
 async def stream_job_events(
     job_id: JobIdPath,
     request: Request,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Depends(stream_principal)],
     services: ServicesDep,
     last_event_id: Annotated[
         str | None,
@@ -105,11 +142,10 @@ async def stream_job_events(
     """Follow a job: its state changes and progress as Server-Sent Events, ending when it is
     done."""
 
-    def load() -> Job:
-        with services.db.session() as s:
-            return get_job(s, principal.tenant_id, job_id)
-
-    first = await asyncio.to_thread(load)  # 404 before the stream starts, as a problem
+    first = await services.db.read(get_job, principal.tenant_id, job_id)  # a 404 is a problem
+    after = int(last_event_id) if last_event_id is not None else -1
+    if first.status in TERMINAL and after >= position(first):
+        return Response(status_code=204)  # type: ignore[return-value]
     slots, key_id = services.streams, principal.key_id
     if not slots.take(key_id):
         raise TooManyStreams(
@@ -122,31 +158,29 @@ async def stream_job_events(
     # A stream never outlives the job's own limits (plus a margin for the final write).
     limit_s = (t.limits.max_queue_seconds + t.limits.max_run_seconds if t else 900) + 60
     base = str(request.base_url)
-    after = int(last_event_id) if last_event_id is not None else -1
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        job, last, last_status = first, after, None
-        deadline = time.monotonic() + limit_s
-        while True:
+        last, last_status = after, None
+        retry: int | None = RETRY_MS
+        job: Job
+        async for job in follow(
+            services.db, principal.tenant_id, job_id, first=first, limit_s=limit_s
+        ):
             pos = position(job)
-            if pos > last:
-                last = pos
-                kind = f"job.{job.status}"
-                if job.status == RUNNING and last_status == RUNNING:
-                    kind = "job.progress"
-                last_status = job.status
-                event = schemas.JobEvent(
-                    id=pos,
-                    type=schemas.JobEventType(kind),
-                    job=job_view(job, services, base),
-                )
-                yield ServerSentEvent(data=event.model_dump_json(), event=kind, id=str(pos))
-            if job.status in TERMINAL or time.monotonic() > deadline:
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(POLL_S)
-            job = await asyncio.to_thread(load)
+            if pos <= last:
+                continue
+            last = pos
+            kind = f"job.{job.status}"
+            if job.status == RUNNING and last_status == RUNNING:
+                kind = "job.progress"
+            last_status = job.status
+            event = schemas.JobEvent(
+                id=pos, type=schemas.JobEventType(kind), job=job_view(job, services, base)
+            )
+            yield ServerSentEvent(
+                data=event.model_dump_json(), event=kind, id=str(pos), retry=retry
+            )
+            retry = None  # said once per connection
 
     return _HeldStream(events(), ping=PING_S, release=lambda: slots.give(key_id))
 

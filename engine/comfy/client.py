@@ -360,10 +360,18 @@ class ComfyClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/", transport=transport, timeout=timeout
         )
+        self._socket = _SharedSocket(self) if websocket else None
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the websocket and the HTTP connection pool."""
+        if self._socket is not None:
+            await self._socket.close()
         await self._http.aclose()
+
+    @property
+    def socket_connects(self) -> int:
+        """How many times the shared websocket was opened (one per ComfyUI lifetime)."""
+        return self._socket.connects if self._socket is not None else 0
 
     async def __aenter__(self) -> ComfyClient:
         return self
@@ -605,17 +613,21 @@ class ComfyClient:
         cancel: asyncio.Event | None = None,
     ) -> RunResult:
         """Submit `graph`, follow it to the end and return its outputs."""
-        client_id = client_id or uuid.uuid4().hex
         if cancel is not None and cancel.is_set():
             raise ComfyInterrupted(None, reason="cancelled before submission")
         deadline = time.monotonic() + timeout
-        # Connect first: messages sent between submission and connection would be lost.
-        ws = await self._open_ws(client_id) if self._use_websocket else None
+        # Chosen here so that a submission whose answer is lost can still be stopped, and so
+        # that the prompt's messages are routed to us from the first one.
+        chosen = str(uuid.uuid4())
+        # One websocket per client, opened once and kept: subscribe before submitting, so no
+        # message between submission and subscription is lost.
+        ws = await self._socket.subscribe(chosen) if self._socket is not None else None
+        if ws is not None:
+            client_id = self._socket.client_id if self._socket is not None else client_id
+        client_id = client_id or uuid.uuid4().hex
         follow: asyncio.Task[RunResult] | None = None
         cancel_wait: asyncio.Task[bool] | None = None
         state: _RunState | None = None
-        # Chosen here so that a submission whose answer is lost can still be stopped.
-        chosen = str(uuid.uuid4())
         try:
             queued_at = time.monotonic()
             try:
@@ -630,6 +642,10 @@ class ComfyClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(self._stop_quietly(chosen))
                 raise
+            if ws is not None and prompt_id != chosen and self._socket is not None:
+                # A server that assigns its own ids: follow the id it gave.
+                self._socket.rekey(chosen, prompt_id)
+                chosen = prompt_id
             state = _RunState(
                 prompt_id=prompt_id,
                 queued_at=queued_at,
@@ -670,8 +686,8 @@ class ComfyClient:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, ComfyError):
                         await task
-            if ws is not None:
-                await ws.close()
+            if ws is not None and self._socket is not None:
+                self._socket.unsubscribe(chosen)
 
     async def _stop_quietly(self, prompt_id: str) -> bool:
         """cancel_prompt that reports rather than raises (ComfyUI may be gone already)."""
@@ -683,7 +699,7 @@ class ComfyClient:
 
     async def _follow(
         self,
-        ws: ClientConnection | None,
+        ws: _Subscription | None,
         state: _RunState,
         on_progress: ProgressCallback | None,
         deadline: float,
@@ -715,7 +731,7 @@ class ComfyClient:
             logger.exception("on_progress callback failed for %s", event.type)
 
     async def _follow_ws(
-        self, ws: ClientConnection, state: _RunState, on_progress: ProgressCallback | None
+        self, ws: _Subscription, state: _RunState, on_progress: ProgressCallback | None
     ) -> bool:
         """Read messages until our prompt finishes; False if the socket closed first."""
         pid = state.prompt_id
@@ -771,7 +787,7 @@ class ComfyClient:
         return False
 
     @staticmethod
-    async def _until_idle(ws: ClientConnection, prompt_id: str) -> None:
+    async def _until_idle(ws: _Subscription, prompt_id: str) -> None:
         """Read until ``executing {node: null}`` for `prompt_id` (the prompt's last message)."""
         async for raw in ws:
             if isinstance(raw, bytes):
@@ -920,3 +936,131 @@ def _progress_state_event(
         nodes=nodes,
         overall=min(done / total, 1.0),
     )
+
+
+_CLOSED = object()  # the socket closed: a subscription ends with ConnectionClosed
+
+
+class _Subscription:
+    """The messages of one prompt, from the shared socket, as an async iterator of raw frames."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await self.queue.get()
+        if item is _CLOSED:
+            self.queue.put_nowait(_CLOSED)  # every later read sees the close too
+            raise ConnectionClosed(None, None)
+        return str(item)
+
+
+class _SharedSocket:
+    """One websocket from this client to its ComfyUI, kept open across prompts.
+
+    A reader task routes each text frame to the subscription of the prompt it names. Frames
+    that name no prompt (progress on the 2024 server) go to the prompt ComfyUI is executing,
+    which it announced with `execution_start` (its queue runs one prompt at a time). When
+    the socket drops, every open subscription ends (its run falls back to polling /history)
+    and the next run reconnects.
+    """
+
+    def __init__(self, client: ComfyClient) -> None:
+        self._client = client
+        self.client_id = uuid.uuid4().hex
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._subs: dict[str, _Subscription] = {}
+        self._executing: str | None = None
+        self._unrouted: dict[str, list[str]] = {}
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connects = 0
+
+    async def subscribe(self, prompt_id: str) -> _Subscription | None:
+        """A subscription to `prompt_id`'s messages; None if no socket can be had (poll)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests run several): start afresh
+            self._loop, self._lock, self._ws, self._reader = loop, asyncio.Lock(), None, None
+        async with self._lock:
+            if self._ws is None or self._reader is None or self._reader.done():
+                self._ws = await self._client._open_ws(self.client_id)
+                if self._ws is None:
+                    return None
+                self.connects += 1
+                self._reader = asyncio.create_task(self._read(self._ws), name="comfy-ws")
+        sub = _Subscription()
+        self._subs[prompt_id] = sub
+        return sub
+
+    def rekey(self, old: str, new: str) -> None:
+        """Route `new`'s messages to `old`'s subscription, with any that came before."""
+        sub = self._subs.pop(old, None)
+        if sub is None:
+            return
+        self._subs[new] = sub
+        for raw in self._unrouted.pop(new, []):
+            sub.queue.put_nowait(raw)
+
+    def unsubscribe(self, prompt_id: str) -> None:
+        """Stop routing `prompt_id`'s messages."""
+        self._subs.pop(prompt_id, None)
+        self._unrouted.pop(prompt_id, None)
+        if self._executing == prompt_id:
+            self._executing = None
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    continue  # latent previews
+                self._route(raw)
+        except ConnectionClosed as exc:
+            logger.warning("ComfyUI websocket closed (%s); the next prompt reconnects", exc)
+        finally:
+            if self._ws is ws:
+                self._ws = None
+            for sub in self._subs.values():
+                sub.queue.put_nowait(_CLOSED)
+
+    def _route(self, raw: str) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        data = msg.get("data") if isinstance(msg, dict) else None
+        if not isinstance(data, dict):
+            return
+        pid = data.get("prompt_id")
+        if msg.get("type") == "execution_start" and isinstance(pid, str):
+            self._executing = pid
+        target = pid if isinstance(pid, str) else self._executing
+        sub = self._subs.get(target) if target is not None else None
+        if sub is not None:
+            sub.queue.put_nowait(raw)
+        elif target is not None and self._subs:
+            # Perhaps a prompt whose id the server chose and whose answer is on its way
+            # (`rekey`); kept briefly, bounded.
+            kept = self._unrouted.setdefault(target, [])
+            if len(kept) < 512:
+                kept.append(raw)
+            while len(self._unrouted) > 16:
+                self._unrouted.pop(next(iter(self._unrouted)))
+
+    async def close(self) -> None:
+        """Close the socket and end its reader."""
+        if self._loop is not asyncio.get_running_loop():
+            self._ws = self._reader = None  # it belonged to a loop that is gone
+            return
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None

@@ -3,22 +3,25 @@ helpers every part shares."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import (
-    create_engine,
-    event,
-)
+from sqlalchemy import create_engine, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.db.tables import Base
+from engine.jobs.events import Events
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -49,11 +52,20 @@ def new_id(prefix: str) -> str:
 
 
 class Database:
-    """An engine plus a session factory, for SQLite (embedded) or PostgreSQL."""
+    """An engine plus a session factory, for SQLite (embedded) or PostgreSQL.
 
-    def __init__(self, url: str) -> None:
+    Async code reaches it through `run` (a transaction) and `read` (a read-only one): the one
+    thread hop between the event loop and the blocking driver. Every committed change recorded
+    with `engine.jobs.events.record` goes out through `events`.
+
+    Connections are not pinged on checkout (a round trip per transaction); a connection the
+    server dropped is noticed when it fails, the pool is refreshed, and the transaction is
+    tried once more on a fresh connection (`call`).
+    """
+
+    def __init__(self, url: str, *, redis_url: str = "") -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -63,9 +75,22 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            # Take the write lock at BEGIN so check-then-write transactions serialise.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            # Writers take the write lock at BEGIN, so check-then-write transactions serialise;
+            # readers begin deferred and never wait for a writer (WAL).
+            event.listen(self.engine, "begin", _sqlite_begin)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        readers = (
+            self.engine.execution_options(stencil_read=True) if self.is_sqlite else self.engine
+        )
+        self.readers = sessionmaker(readers, expire_on_commit=False)
+        self.events = Events(self)
+        self.events.redis_url = redis_url
+        event.listen(self.sessions, "before_commit", self.events.before_commit)
+        event.listen(self.sessions, "after_commit", self.events.after_commit)
+        event.listen(self.sessions, "after_soft_rollback", self._rolled_back)
+
+    def _rolled_back(self, s: Session, _previous: Any) -> None:
+        self.events.after_rollback(s)
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,6 +102,70 @@ class Database:
         """A transaction: commit on success, roll back on error."""
         with self.sessions() as s, s.begin():
             yield s
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only transaction, ended by closing the session: the connection rolls back and
+        what was read stays loaded (a rollback would expire it)."""
+        with self.readers() as s:
+            yield s
+
+    def call(self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """`fn(session, ...)` in one transaction; once more on a fresh connection if the server
+        had dropped the one it got before anything was committed."""
+        for attempt in (1, 2):
+            committing = False
+            try:
+                with self.sessions() as s:
+                    s.begin()
+                    result = fn(s, *args, **kw)
+                    committing = True
+                    s.commit()
+                    return result
+            except DBAPIError as e:
+                if attempt == 1 and e.connection_invalidated and not committing:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def call_read(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`fn(session, ...)` in a read-only transaction, retried once after a dropped
+        connection."""
+        for attempt in (1, 2):
+            try:
+                with self.reader() as s:
+                    return fn(s, *args, **kw)
+            except DBAPIError as e:
+                if attempt == 1 and e.connection_invalidated:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def run(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`call` on a worker thread: a transaction from async code."""
+
+        def work() -> T:
+            return self.call(fn, *args, **kw)
+
+        return await asyncio.to_thread(work)
+
+    async def read(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`call_read` from async code: on a worker thread for PostgreSQL (a network round
+        trip); inline on SQLite, where a read in WAL mode never waits for a writer and costs
+        less than the hop to a thread would."""
+        if self.is_sqlite:
+            return self.call_read(fn, *args, **kw)
+
+        def work() -> T:
+            return self.call_read(fn, *args, **kw)
+
+        return await asyncio.to_thread(work)
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -94,10 +183,18 @@ class Database:
         self.engine.dispose()
 
 
+def _sqlite_begin(conn: Any) -> None:
+    read = conn.get_execution_options().get("stencil_read", False)
+    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL is safe from corruption; a power cut may lose the last commits, not
+    # the file. FULL would fsync every commit, the cost of every submit.
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

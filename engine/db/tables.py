@@ -249,12 +249,3 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer)
-
-
-class RateLimitCounter(Base):
-    """Fixed-window counters for the SQL rate-limit storage (shared by every API process)."""
-
-    __tablename__ = "rate_limit_counters"
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[float] = mapped_column(Float)  # unix seconds, as `limits` wants

@@ -21,6 +21,7 @@ from engine.db.tables import (
     Tenant,
 )
 from engine.errors import Conflict, NotFound, QuotaExceeded
+from engine.jobs.events import JOB, Change, record
 from engine.jobs.states import (
     ACTIVE,
     QUEUED,
@@ -53,6 +54,7 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
         )
     s.add(job)
     s.flush()
+    record(s, Change(JOB, job.id, job.status))
     return job
 
 
@@ -100,6 +102,8 @@ def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **v
         .execution_options(synchronize_session=False)
     )
     moved = bool(r.rowcount)  # type: ignore[attr-defined]
+    if moved:
+        record(s, Change(JOB, job_id, to))
     if moved and to in TERMINAL:
         job = s.get(Job, job_id, populate_existing=True)
         if job is not None and job.webhook_url:
@@ -115,7 +119,11 @@ def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(r.rowcount)  # type: ignore[attr-defined]
+    changed = bool(r.rowcount)  # type: ignore[attr-defined]
+    # A heartbeat is not news; progress and the rest are.
+    if changed and set(values) - {"heartbeat_at"}:
+        record(s, Change(JOB, job_id, status))
+    return changed
 
 
 def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:

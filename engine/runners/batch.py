@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from engine.billing.ledger import PLATFORM, RETRIED, settle
 from engine.billing.metering import PromptMeter, split_batch
 from engine.catalog.catalog import Batching, Catalog, Template
@@ -37,6 +39,7 @@ from engine.comfy import (
 from engine.db.database import Database, utcnow
 from engine.db.tables import Job
 from engine.errors import EngineUnavailable, ExecutionFailed, JobTimedOut
+from engine.jobs import lifecycle
 from engine.jobs.states import CANCELLED, RUNNING, SUCCEEDED
 from engine.jobs.store import set_fields_if
 from engine.metrics import observe_attempt
@@ -45,13 +48,10 @@ from engine.runners.outputs import encode_output, output_choice
 from engine.runners.worker import (
     WorkerContext,
     _Attempt,
-    _db,
     _drop_outputs,
     _engine_ready,
-    _load,
+    _heartbeat,
     _notify,
-    _set,
-    _status,
     execute_job,
     node_errors_to_fields,
 )
@@ -132,7 +132,7 @@ async def execute_batch(
     jobs: list[Job] = []
     states: dict[str, str] = {}
     for job_id in job_ids:
-        job: Job | None = await _db(_load, ctx.db, job_id)
+        job: Job | None = await ctx.db.read(lifecycle.load, job_id)
         if job is None or job.status != RUNNING:
             states[job_id] = job.status if job else "missing"
         else:
@@ -155,7 +155,7 @@ async def execute_batch(
     batch.weights = [float(built.rows[j.id]) for j in jobs]
     batch_id = new_batch_id()
     for job in jobs:
-        await _db(_set, ctx.db, job.id, RUNNING, batch_id=batch_id, batch_size=len(jobs))
+        await ctx.db.run(lifecycle.set_running, job.id, batch_id=batch_id, batch_size=len(jobs))
     # Container start/restore seconds are paid by the first prompt the container runs.
     batch.meter.container_boot_seconds, ctx.container_boot_seconds = (
         ctx.container_boot_seconds,
@@ -164,38 +164,19 @@ async def execute_batch(
     stop = asyncio.Event()
     everyone = asyncio.Event()  # every job cancelled: interrupt the prompt
     watch = asyncio.create_task(_all_cancelled([cancels[j.id] for j in jobs], everyone))
-    hb = asyncio.create_task(_heartbeat(ctx, {j.id: cancels[j.id] for j in jobs}, stop))
+    beats = [asyncio.create_task(_heartbeat(ctx, j.id, cancels[j.id], stop)) for j in jobs]
     try:
         states.update(await _run(batch, t, built.outputs, batch_id, cancels, everyone))
     finally:
         stop.set()
         watch.cancel()
-        await asyncio.gather(hb, watch, return_exceptions=True)
+        await asyncio.gather(*beats, watch, return_exceptions=True)
     return states
 
 
 async def _all_cancelled(events: Iterable[asyncio.Event], out: asyncio.Event) -> None:
     await asyncio.gather(*(e.wait() for e in events))
     out.set()
-
-
-async def _heartbeat(
-    ctx: WorkerContext, cancels: dict[str, asyncio.Event], stop: asyncio.Event
-) -> None:
-    """Keep every job's heartbeat fresh; notice a cancel another process made."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=ctx.heartbeat_s)
-            return
-        except TimeoutError:
-            pass
-        for job_id, cancel in cancels.items():
-            try:
-                alive = await _db(_set, ctx.db, job_id, RUNNING, heartbeat_at=utcnow())
-                if not alive and await _db(_status, ctx.db, job_id) == CANCELLED:
-                    cancel.set()
-            except Exception:  # a database blip must not kill the batch; the next beat retries
-                log.warning("heartbeat for %s failed", job_id, exc_info=True)
 
 
 def _culprits(batch: _Batch, node_ids: Iterable[str]) -> set[int]:
@@ -208,24 +189,23 @@ def _culprits(batch: _Batch, node_ids: Iterable[str]) -> set[int]:
     return out
 
 
-def _rerun_tx(ctx: WorkerContext, job: Job, metering: dict[str, Any]) -> bool:
+def _rerun(s: Session, job: Job, charge: lifecycle.Charge) -> bool:
     """Charge a lost batch attempt to the platform and open the job's next attempt in place."""
-    with ctx.db.session() as s:
-        if not set_fields_if(
-            s, job.id, RUNNING, attempts=job.attempts + 1, progress=0.0, heartbeat_at=utcnow()
-        ):
-            return False
-        settle(
-            s,
-            job,
-            catalog=ctx.catalog,
-            attempt=job.attempts,
-            metering=metering,
-            payer=PLATFORM,
-            outcome=RETRIED,
-            gpu_type=ctx.gpu_type,
-        )
-        return True
+    if not set_fields_if(
+        s, job.id, RUNNING, attempts=job.attempts + 1, progress=0.0, heartbeat_at=utcnow()
+    ):
+        return False
+    settle(
+        s,
+        job,
+        catalog=charge.catalog,
+        attempt=charge.attempt,
+        metering=charge.metering,
+        payer=PLATFORM,
+        outcome=RETRIED,
+        gpu_type=charge.gpu_type,
+    )
+    return True
 
 
 async def _alone(
@@ -252,7 +232,7 @@ async def _isolate(
         if i in bad:
             continue
         metering = m.metering()
-        if await _db(_rerun_tx, batch.ctx, m.job, metering):
+        if await batch.ctx.db.run(_rerun, m.job, m.charge(metering)):
             observe_attempt(m.job.template, metering)
             again.append(m.job.id)
         else:  # cancelled meanwhile: settle what it used
@@ -262,7 +242,7 @@ async def _isolate(
         if bad:
             states.update(await execute_batch(batch.ctx, again, cancels))
         else:
-            fresh = [j for j in [await _db(_load, batch.ctx.db, i) for i in again] if j]
+            fresh = [j for j in [await batch.ctx.db.read(lifecycle.load, i) for i in again] if j]
             states.update(await _alone(batch.ctx, fresh, cancels))
     return states
 
@@ -308,7 +288,7 @@ async def _run(
         last = now
         frac = min(0.99, float(ev.fraction))
         for m in members:
-            await _db(_set, ctx.db, m.job.id, RUNNING, progress=frac)
+            await ctx.db.run(lifecycle.set_running, m.job.id, progress=frac)
 
     meter.submitted_at = time.monotonic()
     try:
@@ -322,7 +302,7 @@ async def _run(
     except ComfyInterrupted:
         out: dict[str, str] = {}
         for m in members:
-            if await _db(_status, ctx.db, m.job.id) == RUNNING:
+            if await ctx.db.read(lifecycle.status_of, m.job.id) == RUNNING:
                 out[m.job.id] = await m.fail(JobTimedOut("the job was interrupted"))
             else:
                 out[m.job.id] = await m.settle_as_is()
@@ -366,8 +346,8 @@ async def _run(
     lost: EngineUnavailable | None = None
     for m in members:
         job = m.job
-        await _db(_set, ctx.db, job.id, RUNNING, comfy_prompt_id=result.prompt_id)
-        if cancels[job.id].is_set() or await _db(_status, ctx.db, job.id) != RUNNING:
+        await ctx.db.run(lifecycle.set_running, job.id, comfy_prompt_id=result.prompt_id)
+        if cancels[job.id].is_set() or await ctx.db.read(lifecycle.status_of, job.id) != RUNNING:
             continue  # cancelled mid-batch: none of its images are kept
         refs = refs_of[job.id]
         if len(refs) > t.limits.max_outputs:
@@ -420,7 +400,7 @@ async def _run(
         )
         if not done:
             await _drop_outputs(ctx, stored[job.id])
-            states[job.id] = await _db(_status, ctx.db, job.id) or CANCELLED
+            states[job.id] = await m.status() or CANCELLED
             continue
         await _notify(ctx, job.id, SUCCEEDED)
         states[job.id] = SUCCEEDED

@@ -11,11 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
+from engine.catalog.catalog import Batching
 from engine.db.database import Database
 from engine.db.tables import Job
+from engine.jobs import lifecycle
+from engine.jobs.events import JOB, Watch
 from engine.jobs.states import QUEUED
-from engine.jobs.store import claim_job, claim_next
 from engine.jobs.supervisor import sweep
 from engine.runners.base import Runner
 from engine.runners.batch import batch_terms, execute_batch, job_key
@@ -51,7 +54,6 @@ class LocalRunner(Runner):
         self.supervise_interval_s = supervise_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._engine_check = engine_check
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, tuple[asyncio.Event, asyncio.Task[Any]]] = {}
         self._stopping = False
@@ -80,8 +82,7 @@ class LocalRunner(Runner):
         self._tasks.clear()
 
     async def submitted(self, job_id: str, gpu_class: str) -> str | None:
-        """Wake a worker; the local runner has no call id."""
-        self._wake.set()
+        """Nothing to do: the job's `queued` event wakes a worker. No call id here."""
         return None
 
     async def cancel(self, job_id: str, call_id: str | None, wait_s: float = 15.0) -> None:
@@ -106,44 +107,50 @@ class LocalRunner(Runner):
         return {"runner": self.name, "comfyui": version}
 
     async def _loop(self, i: int) -> None:
-        while not self._stopping:
+        # Woken by every job that enters `queued` (submitted here or in another API process,
+        # or re-queued); the slow poll is only the net under a lost notification.
+        with self.db.events.watch(JOB) as changes:
+            while not self._stopping:
+                await self._take_one(changes)
+
+    async def _take_one(self, changes: Watch) -> None:
+        while True:
             try:
                 job = await asyncio.to_thread(self._claim)
+                break
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 await asyncio.sleep(self.poll_interval_s)
-                continue
-            if job is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-                except TimeoutError:
-                    pass
-                continue
-            batch = await self._claim_batch(job)
-            events = {j: asyncio.Event() for j in batch}
-            task: asyncio.Task[Any]
-            if len(batch) > 1:
-                task = asyncio.create_task(execute_batch(self.ctx, batch, events))
-            else:
-                task = asyncio.create_task(execute_job(self.ctx, job, events[job]))
+        if job is None:
+            deadline = asyncio.get_running_loop().time() + self.poll_interval_s
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                if await changes.wait(left) and any(
+                    c.status in (QUEUED, None) for c in changes.drain()
+                ):
+                    break
+            return
+        batch = await self._claim_batch(job)
+        events = {j: asyncio.Event() for j in batch}
+        task: asyncio.Task[Any]
+        if len(batch) > 1:
+            task = asyncio.create_task(execute_batch(self.ctx, batch, events))
+        else:
+            task = asyncio.create_task(execute_job(self.ctx, job, events[job]))
+        for j in batch:
+            self._running[j] = (events[j], task)
+        try:
+            status = await asyncio.shield(task)
+            log.info("job %s -> %s", ", ".join(batch), status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s crashed the worker function", ", ".join(batch))
+        finally:
             for j in batch:
-                self._running[j] = (events[j], task)
-            try:
-                status = await asyncio.shield(task)
-                log.info("job %s -> %s", ", ".join(batch), status)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("job %s crashed the worker function", ", ".join(batch))
-            finally:
-                for j in batch:
-                    self._running.pop(j, None)
+                self._running.pop(j, None)
 
     def _claim(self) -> str | None:
-        with self.db.session() as s:
-            job = claim_next(s, self.ctx.worker_id, self.name)
-            return job.id if job else None
+        return self.db.call(lifecycle.claim, self.ctx.worker_id, self.name)
 
     async def _claim_batch(self, first: str) -> list[str]:
         """Jobs to run with the claimed `first`: same-key queued jobs, claimed as they come.
@@ -151,7 +158,9 @@ class LocalRunner(Runner):
         Up to the template's `max_jobs`, waiting for company until `first` has been waiting
         `max_wait_ms` since it was accepted; `[first]` when its template is not batched here.
         """
-        job = await asyncio.to_thread(self._load, first)
+        if self.batching == "off":
+            return [first]
+        job = await self.db.read(lifecycle.load, first)
         if job is None:
             return [first]
         t = self.ctx.catalog.get(job.template, int(job.template_version.split(".")[0]))
@@ -164,9 +173,7 @@ class LocalRunner(Runner):
         batch = [first]
         async with self._gathering:
             while len(batch) < terms.max_jobs:
-                more = await asyncio.to_thread(
-                    self._claim_same, key, terms, terms.max_jobs - len(batch)
-                )
+                more = await self.db.run(self._claim_same, key, terms, terms.max_jobs - len(batch))
                 batch += more
                 if len(batch) >= terms.max_jobs or time.monotonic() >= deadline:
                     break
@@ -174,31 +181,26 @@ class LocalRunner(Runner):
                     await asyncio.sleep(min(0.02, max(deadline - time.monotonic(), 0.0)))
         return batch
 
-    def _load(self, job_id: str) -> Job | None:
-        with self.db.session() as s:
-            return s.get(Job, job_id)
-
-    def _claim_same(self, key: tuple[str, ...], terms: Any, n: int) -> list[str]:
+    def _claim_same(self, s: Session, key: tuple[str, ...], terms: Batching, n: int) -> list[str]:
         """Claim up to `n` queued jobs whose batch key is `key`, oldest first."""
         template, version = key[0], key[1]
+        rows = s.scalars(
+            select(Job)
+            .where(
+                Job.status == QUEUED,
+                Job.template == template,
+                Job.template_version == version,
+                or_(Job.runner == self.name, Job.runner.is_(None)),
+            )
+            .order_by(Job.created_at, Job.id)
+            .limit(max(4 * n, 16))
+        ).all()
         out: list[str] = []
-        with self.db.session() as s:
-            rows = s.scalars(
-                select(Job)
-                .where(
-                    Job.status == QUEUED,
-                    Job.template == template,
-                    Job.template_version == version,
-                    or_(Job.runner == self.name, Job.runner.is_(None)),
-                )
-                .order_by(Job.created_at, Job.id)
-                .limit(max(4 * n, 16))
-            ).all()
-            for row in rows:
-                if len(out) >= n:
-                    break
-                if job_key(row, terms) == key and claim_job(s, row.id, self.ctx.worker_id):
-                    out.append(row.id)
+        for row in rows:
+            if len(out) >= n:
+                break
+            if job_key(row, terms) == key and lifecycle.claim_one(s, row.id, self.ctx.worker_id):
+                out.append(row.id)
         return out
 
     async def _supervise(self) -> None:
@@ -210,8 +212,6 @@ class LocalRunner(Runner):
                 for a in actions:
                     if a.action == "run_timeout":
                         await self.cancel(a.job_id, a.call_id)
-                    if a.action == "requeued":
-                        self._wake.set()
             except Exception:
                 log.exception("supervisor sweep failed")
             await asyncio.sleep(self.supervise_interval_s)

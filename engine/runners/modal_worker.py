@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session
 
 from engine.catalog.catalog import Catalog
 from engine.catalog.compat import EngineIncompatible, check_catalog
@@ -36,10 +37,9 @@ from engine.comfy import ComfyClient, ComfyError
 from engine.comfy.install import comfyui_version
 from engine.comfy.process import ComfyProcess
 from engine.db.database import Database
-from engine.db.tables import Job
 from engine.intake.storage import Storage
-from engine.jobs.states import CANCELLED, QUEUED, RUNNING
-from engine.jobs.store import claim_job, set_fields_if
+from engine.jobs import lifecycle
+from engine.jobs.states import CANCELLED, QUEUED
 from engine.runners.batch import execute_batch, group_jobs
 from engine.runners.worker import WorkerContext, execute_job
 from engine.verify import VerifyReport, verify_engine
@@ -332,11 +332,11 @@ class ModalWorker:
         ctx = self.ctx
         if ctx is None:
             raise RuntimeError("restore() has not run")
-        claimed = await asyncio.to_thread(self._claim, ctx.db, job_id)
+        claimed = await ctx.db.run(self._claim, job_id)
         if not claimed:
             # Already taken, finished or cancelled (a Modal retry of an input whose job moved
             # on, or a duplicate dispatch): nothing to do.
-            status = await asyncio.to_thread(self._status, ctx.db, job_id)
+            status = await ctx.db.read(lifecycle.status_of, job_id)
             log.info("job %s not claimed (status %s)", job_id, status)
             return status or "missing"
         cancel = asyncio.Event()
@@ -359,7 +359,7 @@ class ModalWorker:
         ctx = self.ctx
         if ctx is None:
             raise RuntimeError("restore() has not run")
-        claimed = [j for j in job_ids if await asyncio.to_thread(self._claim, ctx.db, j)]
+        claimed = [j for j in job_ids if await ctx.db.run(self._claim, j)]
         groups = await asyncio.to_thread(
             group_jobs, ctx.db, ctx.catalog, claimed, batching, self.config.gpu_class
         )
@@ -368,7 +368,7 @@ class ModalWorker:
             states.update(await execute_batch(ctx, group))
         out = []
         for j in job_ids:
-            status = states.get(j) or await asyncio.to_thread(self._status, ctx.db, j)
+            status = states.get(j) or await ctx.db.read(lifecycle.status_of, j)
             out.append(status or "missing")
         if CANCELLED in states.values():
             await self._wait_idle()
@@ -392,23 +392,16 @@ class ModalWorker:
             installed_version=ctx.comfy_version,
         )
 
-    def _claim(self, db: Database, job_id: str) -> bool:
-        with db.session() as s:
-            job = claim_job(s, job_id, self.worker_id)
-            if job is None:
-                return False
-            call_id = self._current_call_id()
-            # The API saves the call id only while the job is queued; a warm container can
-            # claim it first, so the worker records its own call id for DELETE to cancel.
-            if call_id and job.call_id != call_id:
-                set_fields_if(s, job_id, RUNNING, call_id=call_id)
-            return True
-
-    @staticmethod
-    def _status(db: Database, job_id: str) -> str | None:
-        with db.session() as s:
-            job = s.get(Job, job_id)
-            return job.status if job is not None else None
+    def _claim(self, s: Session, job_id: str) -> bool:
+        job = lifecycle.claim_one(s, job_id, self.worker_id)
+        if job is None:
+            return False
+        call_id = self._current_call_id()
+        # The API saves the call id only while the job is queued; a warm container can
+        # claim it first, so the worker records its own call id for DELETE to cancel.
+        if call_id and job.call_id != call_id:
+            lifecycle.set_running(s, job_id, call_id=call_id)
+        return True
 
     async def _after_cancel(self, task: asyncio.Task[str]) -> None:
         """The input was cancelled: let the worker interrupt ComfyUI, then wait until idle."""

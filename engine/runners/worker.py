@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.billing.ledger import PLATFORM, RETRIED, payer_of, settle, settle_current
 from engine.billing.metering import PromptMeter, split_batch
 from engine.catalog.catalog import Catalog, Template
 from engine.catalog.render import TemplateGraphs
@@ -33,8 +32,9 @@ from engine.errors import (
     problem_of,
 )
 from engine.intake.storage import Storage
+from engine.jobs import lifecycle
+from engine.jobs.events import JOB
 from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
-from engine.jobs.store import set_fields_if, transition
 from engine.metrics import observe_attempt
 from engine.runners.outputs import encode_output, output_choice
 
@@ -84,107 +84,16 @@ def node_errors_to_fields(
     return out
 
 
-async def _db(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kw)
-
-
-def _load(db: Database, job_id: str) -> Job | None:
-    with db.session() as s:
-        return s.get(Job, job_id)
-
-
-def _status(db: Database, job_id: str) -> str | None:
-    with db.session() as s:
-        job = s.get(Job, job_id)
-        return job.status if job else None
-
-
-def _set(db: Database, job_id: str, status: str, **values: Any) -> bool:
-    with db.session() as s:
-        return set_fields_if(s, job_id, status, **values)
-
-
 def _job_metering(meter: PromptMeter, queue_seconds: float) -> dict[str, Any]:
-    """The job's figures: its share of the prompt (a batch of one today) plus its queue wait."""
+    """The job's figures: its share of the prompt (a batch of one here) plus its queue wait."""
     (share,) = split_batch(meter.figures(), [1])
     return {**share, "queue_seconds": queue_seconds}
-
-
-def _finish_tx(
-    ctx: WorkerContext,
-    job: Job,
-    to: str,
-    metering: dict[str, Any],
-    values: dict[str, Any],
-) -> bool:
-    """Move the running job to `to` and settle its charge in one transaction.
-
-    When the move loses the race (a cancel or a supervisor timeout got there first), the charge
-    for what the attempt used is still settled, against the state the job is in.
-    """
-    with ctx.db.session() as s:
-        if transition(s, job.id, [RUNNING], to, metering=metering, **values):
-            fresh = s.get(Job, job.id, populate_existing=True)
-            assert fresh is not None
-            settle(
-                s,
-                fresh,
-                catalog=ctx.catalog,
-                attempt=job.attempts,
-                metering=metering,
-                payer=payer_of(to, values.get("error")),
-                outcome=to,
-                gpu_type=ctx.gpu_type,
-            )
-            return True
-        settle_current(
-            s,
-            job.id,
-            catalog=ctx.catalog,
-            attempt=job.attempts,
-            metering=metering,
-            gpu_type=ctx.gpu_type,
-        )
-        return False
-
-
-def _settle_tx(ctx: WorkerContext, job: Job, metering: dict[str, Any]) -> None:
-    """Settle an attempt whose job another process already finished (a cancel, a timeout)."""
-    with ctx.db.session() as s:
-        settle_current(
-            s,
-            job.id,
-            catalog=ctx.catalog,
-            attempt=job.attempts,
-            metering=metering,
-            gpu_type=ctx.gpu_type,
-        )
-
-
-def _requeue_tx(ctx: WorkerContext, job: Job, metering: dict[str, Any]) -> bool:
-    """Re-queue after an engine fault; the lost attempt is platform cost, not the tenant's."""
-    with ctx.db.session() as s:
-        if not transition(
-            s, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
-        ):
-            return False
-        settle(
-            s,
-            job,
-            catalog=ctx.catalog,
-            attempt=job.attempts,
-            metering=metering,
-            payer=PLATFORM,
-            outcome=RETRIED,
-            gpu_type=ctx.gpu_type,
-        )
-        return True
 
 
 async def execute_job(ctx: WorkerContext, job_id: str, cancel: asyncio.Event | None = None) -> str:
     """Run one claimed (`running`) job and move it to a terminal state; returns that state."""
     cancel = cancel or asyncio.Event()
-    job: Job | None = await _db(_load, ctx.db, job_id)
+    job: Job | None = await ctx.db.read(lifecycle.load, job_id)
     if job is None or job.status != RUNNING:
         return job.status if job else "missing"
     run = _Attempt(ctx, job, PromptMeter(job.graph))
@@ -217,19 +126,28 @@ class _Attempt:
         """This attempt's figures, closing the meter."""
         return _job_metering(self.meter, self.queue_seconds)
 
+    def charge(self, metering: dict[str, Any]) -> lifecycle.Charge:
+        """What settling this attempt needs."""
+        ctx = self.ctx
+        return lifecycle.Charge(ctx.catalog, self.job.attempts, metering, ctx.gpu_type)
+
+    async def status(self) -> str | None:
+        """The job's status in the store now."""
+        return await self.ctx.db.read(lifecycle.status_of, self.job.id)
+
     async def finish(self, to: str, **values: Any) -> bool:
         """Move to a terminal state with the charge; False if another process finished it."""
         m = self.metering()
-        done: bool = await _db(_finish_tx, self.ctx, self.job, to, m, values)
+        done = await self.ctx.db.run(lifecycle.finish, self.job.id, to, self.charge(m), values)
         observe_attempt(self.job.template, m)
         return done
 
     async def settle_as_is(self) -> str:
         """The job was finished elsewhere (cancel, timeout): charge what this attempt used."""
         m = self.metering()
-        await _db(_settle_tx, self.ctx, self.job, m)
+        await self.ctx.db.run(lifecycle.settle_as_is, self.job.id, self.charge(m))
         observe_attempt(self.job.template, m)
-        return await _db(_status, self.ctx.db, self.job.id) or CANCELLED
+        return await self.status() or CANCELLED
 
     async def fail(self, err: JobFailure) -> str:
         """Fail the job with a problem body; platform faults are charged to the platform."""
@@ -238,14 +156,14 @@ class _Attempt:
         if await self.finish(FAILED, error=body, finished_at=utcnow()):
             await _notify(self.ctx, self.job.id, FAILED)
             return FAILED
-        return await _db(_status, self.ctx.db, self.job.id) or FAILED
+        return await self.status() or FAILED
 
     async def retry_or_fail(self, err: JobFailure) -> str:
         """An engine fault is retried once on a fresh engine; the second time the job fails."""
-        fresh: Job | None = await _db(_load, self.ctx.db, self.job.id)
+        fresh: Job | None = await self.ctx.db.read(lifecycle.load, self.job.id)
         if fresh is not None and fresh.attempts < MAX_ATTEMPTS:
             m = self.metering()
-            if await _db(_requeue_tx, self.ctx, self.job, m):
+            if await self.ctx.db.run(lifecycle.requeue, self.job, self.charge(m)):
                 observe_attempt(self.job.template, m)
                 log.warning("job %s re-queued after engine fault: %s", self.job.id, err.detail)
                 if self.ctx.on_engine_down is not None:
@@ -257,19 +175,27 @@ class _Attempt:
 async def _heartbeat(
     ctx: WorkerContext, job_id: str, cancel: asyncio.Event, stop: asyncio.Event
 ) -> None:
-    """Keep the job's heartbeat fresh and notice a cancel made by another process."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=ctx.heartbeat_s)
-            return
-        except TimeoutError:
-            pass
-        try:
-            alive = await _db(_set, ctx.db, job_id, RUNNING, heartbeat_at=utcnow())
-            if not alive and await _db(_status, ctx.db, job_id) == CANCELLED:
-                cancel.set()
-        except Exception:  # a database blip must not kill the job; the next beat retries
-            log.warning("heartbeat for %s failed", job_id, exc_info=True)
+    """Keep the job's heartbeat fresh, and notice at once a cancel made by another process (the
+    change feed; the heartbeat's own read is the net under it)."""
+    with ctx.db.events.watch(JOB, job_id) as changes:
+        next_beat = time.monotonic() + ctx.heartbeat_s
+        while not stop.is_set():
+            changed = await changes.wait(max(0.0, next_beat - time.monotonic()))
+            if stop.is_set():
+                return
+            if changed and not any(c.status in (CANCELLED, None) for c in changes.drain()):
+                continue
+            if not changed:
+                next_beat = time.monotonic() + ctx.heartbeat_s
+            try:
+                if changed:
+                    status = await ctx.db.read(lifecycle.status_of, job_id)
+                else:
+                    status = await ctx.db.run(lifecycle.beat, job_id)
+                if status == CANCELLED:
+                    cancel.set()
+            except Exception:  # a database blip must not kill the job; the next beat retries
+                log.warning("heartbeat for %s failed", job_id, exc_info=True)
 
 
 async def _engine_ready(run: _Attempt) -> bool:
@@ -321,7 +247,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
             return
         last = now
         frac = min(0.99, float(fraction))
-        await _db(_set, ctx.db, job.id, RUNNING, progress=frac)
+        await ctx.db.run(lifecycle.set_running, job.id, progress=frac)
 
     meter.submitted_at = time.monotonic()
     try:
@@ -333,7 +259,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
             cancel=cancel,
         )
     except ComfyInterrupted:
-        if await _db(_status, ctx.db, job.id) == RUNNING:
+        if await run.status() == RUNNING:
             return await run.fail(JobTimedOut("the job was interrupted"))
         # Cancelled, or timed out by the supervisor: charge what it used.
         return await run.settle_as_is()
@@ -356,7 +282,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     # The client's stamps bracket the prompt even when it fell back to polling.
     meter.submitted_at = result.queued_at
     meter.ran(result.started, result.finished)
-    await _db(_set, ctx.db, job.id, RUNNING, comfy_prompt_id=result.prompt_id)
+    await ctx.db.run(lifecycle.set_running, job.id, comfy_prompt_id=result.prompt_id)
     if cancel.is_set():
         return await run.settle_as_is()
     refs = result.outputs
@@ -399,7 +325,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     if not done:
         # Cancelled (or timed out by the supervisor) while we finished: keep nothing.
         await _drop_outputs(ctx, outputs)
-        return await _db(_status, ctx.db, job.id) or CANCELLED
+        return await run.status() or CANCELLED
     await _notify(ctx, job.id, SUCCEEDED)
     return SUCCEEDED
 

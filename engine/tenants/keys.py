@@ -8,17 +8,19 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from sqlalchemy import (
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from engine.db.database import new_id, utcnow
+from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import (
     ApiKey,
     Tenant,
 )
+from engine.jobs.events import ANY, KEY, TENANT, Change, record
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def set_tenant_rate_limits(
     tenant.rate_limit_write = write
     tenant.rate_limit_read = read
     s.flush()
+    record(s, Change(TENANT, tenant.id))
     return tenant
 
 
@@ -96,7 +99,10 @@ def revoke_key(s: Session, key_id: str) -> bool:
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    return bool(r.rowcount)  # type: ignore[attr-defined]
+    revoked = bool(r.rowcount)  # type: ignore[attr-defined]
+    if revoked:
+        record(s, Change(KEY, key_id))
+    return revoked
 
 
 def resolve_key(s: Session, token: str) -> Principal | None:
@@ -121,3 +127,48 @@ def resolve_key(s: Session, token: str) -> Principal | None:
         tenant.rate_limit_write,
         tenant.rate_limit_read,
     )
+
+
+class KeyCache:
+    """Bearer tokens resolved to principals, kept for `ttl_s` in this process.
+
+    A revoked key, or a tenant whose limits changed, is dropped as soon as the change feed says
+    so (at once in this process, within the periodic check elsewhere, which on PostgreSQL and
+    Redis is only the net under `LISTEN`/pub-sub); `ttl_s` bounds anything else. Unknown
+    tokens are not cached: a key created a moment ago works at once.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = 30.0, maxsize: int = 10_000) -> None:
+        self.db = db
+        self._cache: TTLCache[str, Principal] = TTLCache(maxsize=maxsize, ttl=ttl_s)
+        self.lookups = 0  # database lookups made (for tests)
+
+    async def resolve(self, token: str) -> Principal | None:
+        """The principal for a token: from the cache, or one database read."""
+        digest = hash_key(token)
+        hit = self._cache.get(digest)
+        if hit is not None:
+            return hit
+        self.lookups += 1
+        principal = await self.db.read(resolve_key, token)
+        if principal is not None:
+            self._cache[digest] = principal
+        return principal
+
+    def drop(self, change: Change) -> None:
+        """Forget what a change makes stale."""
+        if change.id == ANY:  # a resync: something may have been missed
+            stale = list(self._cache)
+        elif change.topic == KEY:
+            stale = [d for d, p in self._cache.items() if p.key_id == change.id]
+        elif change.topic == TENANT:
+            stale = [d for d, p in self._cache.items() if p.tenant_id == change.id]
+        else:
+            stale = []
+        for d in stale:
+            self._cache.pop(d, None)
+
+    def follow(self) -> None:
+        """Drop entries as key and tenant changes arrive."""
+        self.db.events.on(KEY, self.drop)
+        self.db.events.on(TENANT, self.drop)

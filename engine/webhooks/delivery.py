@@ -38,6 +38,7 @@ from engine.db.database import Database, insert_ignore, new_id, utcnow
 from engine.db.tables import Job, Tenant, TenantEvent, WebhookAttempt, WebhookEvent, WebhookSecret
 from engine.errors import Conflict, NotFound
 from engine.intake.fetch import UrlGuard, UrlRefused
+from engine.jobs.events import JOB, Change
 from engine.jobs.states import TERMINAL
 from engine.jobs.store import get_job
 from engine.metrics import WEBHOOK_DELIVERIES
@@ -356,7 +357,13 @@ class Dispatcher:
         """Start the loop (as a task of the running event loop)."""
         limits = httpx.Limits(max_connections=self.config.concurrency, max_keepalive_connections=0)
         self._client = self.guard.client(limits=limits)
+        # A terminal state writes its outbox rows in the same transaction: deliver at once.
+        self.db.events.on(JOB, self._on_job_change)
         self._task = asyncio.create_task(self._loop(), name="stencil-webhooks")
+
+    def _on_job_change(self, change: Change) -> None:
+        if change.status in TERMINAL or change.status is None:
+            self._wake.set()
 
     async def stop(self) -> None:
         """Stop claiming; in-flight attempts are cancelled (their leases expire, they retry)."""

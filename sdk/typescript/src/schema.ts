@@ -216,7 +216,8 @@ export interface paths {
         };
         /**
          * Get Job
-         * @description Read a job: status, progress, timings and freshly signed output URLs.
+         * @description Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+         *     it is done (a long poll, answered the moment it finishes).
          */
         get: operations["get_job"];
         put?: never;
@@ -1373,6 +1374,11 @@ export interface components {
              * @description Where the signed terminal-state webhook goes, if anywhere.
              */
             webhook_url: string | null;
+            /**
+             * Events Url
+             * @description This job's Server-Sent Event stream with a signed `token`, for a browser's `EventSource` (which cannot send `Authorization`); valid for this job only, for `STENCIL_STREAM_URL_TTL_S` seconds from this response.
+             */
+            events_url: string;
         };
         /**
          * JobEvent
@@ -3492,7 +3498,10 @@ export interface operations {
     };
     get_job: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Seconds to wait for the job to finish: the answer comes as soon as it is terminal, or with its current state after this many seconds (0: at once). */
+                wait?: number;
+            };
             header?: never;
             path: {
                 /** @description The job id (`job_...`), from the submit answer. */
@@ -3813,7 +3822,10 @@ export interface operations {
     };
     stream_job_events: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The signed token of the job's `events_url`, for clients that cannot send `Authorization` (a browser's `EventSource`); it is valid for this job only. */
+                token?: string;
+            };
             header?: {
                 /** @description The `id` of the last event received: the stream resumes after it (browsers' EventSource sends it when they reconnect). */
                 "Last-Event-ID"?: string;
@@ -3839,6 +3851,17 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
+            /** @description The stream is over: the job is terminal and `Last-Event-ID` is its last event (a browser's EventSource stops reconnecting). */
+            204: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description The Host header is not a trusted name. */
             400: {
                 headers: {
@@ -3852,7 +3875,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or invalid API key. */
+            /** @description No API key or stream token, or one that is not valid for this job. */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];

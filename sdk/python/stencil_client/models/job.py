@@ -56,6 +56,9 @@ class Job:
         batch (Batch | None): The batch the job's last attempt ran in, when it shared its prompt with other jobs
             (docs/batching.md); null when it ran alone.
         webhook_url (None | str): Where the signed terminal-state webhook goes, if anywhere.
+        events_url (str): This job's Server-Sent Event stream with a signed `token`, for a browser's `EventSource`
+            (which cannot send `Authorization`); valid for this job only, for `STENCIL_STREAM_URL_TTL_S` seconds from this
+            response.
     """
 
     id: str
@@ -84,6 +87,7 @@ class Job:
     cost: Cost | None
     batch: Batch | None
     webhook_url: None | str
+    events_url: str
     object_: Literal["job"] = "job"
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -179,6 +183,8 @@ class Job:
         webhook_url: None | str
         webhook_url = self.webhook_url
 
+        events_url = self.events_url
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -203,6 +209,7 @@ class Job:
                 "cost": cost,
                 "batch": batch,
                 "webhook_url": webhook_url,
+                "events_url": events_url,
             }
         )
 
@@ -416,6 +423,8 @@ class Job:
 
         webhook_url = _parse_webhook_url(d.pop("webhook_url"))
 
+        events_url = d.pop("events_url")
+
         job = cls(
             id=id,
             object_=object_,
@@ -437,6 +446,7 @@ class Job:
             cost=cost,
             batch=batch,
             webhook_url=webhook_url,
+            events_url=events_url,
         )
 
         job.additional_properties = d

@@ -8,18 +8,27 @@ from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.job import Job
 from ...models.problem import Problem
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     job_id: str,
+    *,
+    wait: int | Unset = 0,
 ) -> dict[str, Any]:
+
+    params: dict[str, Any] = {}
+
+    params["wait"] = wait
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/jobs/{job_id}".format(
             job_id=quote(str(job_id), safe=""),
         ),
+        "params": params,
     }
 
     return _kwargs
@@ -84,13 +93,17 @@ def sync_detailed(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    wait: int | Unset = 0,
 ) -> Response[Job | Problem]:
     """Get Job
 
-     Read a job: status, progress, timings and freshly signed output URLs.
+     Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+    it is done (a long poll, answered the moment it finishes).
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        wait (int | Unset): Seconds to wait for the job to finish: the answer comes as soon as it
+            is terminal, or with its current state after this many seconds (0: at once). Default: 0.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -102,6 +115,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         job_id=job_id,
+        wait=wait,
     )
 
     response = client.get_httpx_client().request(
@@ -115,13 +129,17 @@ def sync(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    wait: int | Unset = 0,
 ) -> Job | Problem | None:
     """Get Job
 
-     Read a job: status, progress, timings and freshly signed output URLs.
+     Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+    it is done (a long poll, answered the moment it finishes).
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        wait (int | Unset): Seconds to wait for the job to finish: the answer comes as soon as it
+            is terminal, or with its current state after this many seconds (0: at once). Default: 0.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -134,6 +152,7 @@ def sync(
     return sync_detailed(
         job_id=job_id,
         client=client,
+        wait=wait,
     ).parsed
 
 
@@ -141,13 +160,17 @@ async def asyncio_detailed(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    wait: int | Unset = 0,
 ) -> Response[Job | Problem]:
     """Get Job
 
-     Read a job: status, progress, timings and freshly signed output URLs.
+     Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+    it is done (a long poll, answered the moment it finishes).
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        wait (int | Unset): Seconds to wait for the job to finish: the answer comes as soon as it
+            is terminal, or with its current state after this many seconds (0: at once). Default: 0.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -159,6 +182,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         job_id=job_id,
+        wait=wait,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -170,13 +194,17 @@ async def asyncio(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    wait: int | Unset = 0,
 ) -> Job | Problem | None:
     """Get Job
 
-     Read a job: status, progress, timings and freshly signed output URLs.
+     Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
+    it is done (a long poll, answered the moment it finishes).
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        wait (int | Unset): Seconds to wait for the job to finish: the answer comes as soon as it
+            is terminal, or with its current state after this many seconds (0: at once). Default: 0.
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -190,5 +218,6 @@ async def asyncio(
         await asyncio_detailed(
             job_id=job_id,
             client=client,
+            wait=wait,
         )
     ).parsed

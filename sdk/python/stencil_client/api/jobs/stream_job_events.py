@@ -1,5 +1,5 @@
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -13,17 +13,25 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     job_id: str,
     *,
+    token: str | Unset = UNSET,
     last_event_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(last_event_id, Unset):
         headers["Last-Event-ID"] = last_event_id
 
+    params: dict[str, Any] = {}
+
+    params["token"] = token
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
+
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/jobs/{job_id}/events".format(
             job_id=quote(str(job_id), safe=""),
         ),
+        "params": params,
     }
 
     _kwargs["headers"] = headers
@@ -32,10 +40,14 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Problem | str | None:
+) -> Any | Problem | str | None:
     if response.status_code == 200:
         response_200 = response.text
         return response_200
+
+    if response.status_code == 204:
+        response_204 = cast(Any, None)
+        return response_204
 
     if response.status_code == 400:
         response_400 = Problem.from_dict(response.json())
@@ -75,7 +87,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[Problem | str]:
+) -> Response[Any | Problem | str]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -88,8 +100,9 @@ def sync_detailed(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    token: str | Unset = UNSET,
     last_event_id: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[Any | Problem | str]:
     """Stream Job Events
 
      Follow a job: its state changes and progress as Server-Sent Events, ending when it is
@@ -97,6 +110,8 @@ def sync_detailed(
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        token (str | Unset): The signed token of the job's `events_url`, for clients that cannot
+            send `Authorization` (a browser's `EventSource`); it is valid for this job only.
         last_event_id (str | Unset): The `id` of the last event received: the stream resumes after
             it (browsers' EventSource sends it when they reconnect).
 
@@ -105,11 +120,12 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[Any | Problem | str]
     """
 
     kwargs = _get_kwargs(
         job_id=job_id,
+        token=token,
         last_event_id=last_event_id,
     )
 
@@ -124,8 +140,9 @@ def sync(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    token: str | Unset = UNSET,
     last_event_id: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> Any | Problem | str | None:
     """Stream Job Events
 
      Follow a job: its state changes and progress as Server-Sent Events, ending when it is
@@ -133,6 +150,8 @@ def sync(
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        token (str | Unset): The signed token of the job's `events_url`, for clients that cannot
+            send `Authorization` (a browser's `EventSource`); it is valid for this job only.
         last_event_id (str | Unset): The `id` of the last event received: the stream resumes after
             it (browsers' EventSource sends it when they reconnect).
 
@@ -141,12 +160,13 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        Any | Problem | str
     """
 
     return sync_detailed(
         job_id=job_id,
         client=client,
+        token=token,
         last_event_id=last_event_id,
     ).parsed
 
@@ -155,8 +175,9 @@ async def asyncio_detailed(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    token: str | Unset = UNSET,
     last_event_id: str | Unset = UNSET,
-) -> Response[Problem | str]:
+) -> Response[Any | Problem | str]:
     """Stream Job Events
 
      Follow a job: its state changes and progress as Server-Sent Events, ending when it is
@@ -164,6 +185,8 @@ async def asyncio_detailed(
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        token (str | Unset): The signed token of the job's `events_url`, for clients that cannot
+            send `Authorization` (a browser's `EventSource`); it is valid for this job only.
         last_event_id (str | Unset): The `id` of the last event received: the stream resumes after
             it (browsers' EventSource sends it when they reconnect).
 
@@ -172,11 +195,12 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Problem | str]
+        Response[Any | Problem | str]
     """
 
     kwargs = _get_kwargs(
         job_id=job_id,
+        token=token,
         last_event_id=last_event_id,
     )
 
@@ -189,8 +213,9 @@ async def asyncio(
     job_id: str,
     *,
     client: AuthenticatedClient,
+    token: str | Unset = UNSET,
     last_event_id: str | Unset = UNSET,
-) -> Problem | str | None:
+) -> Any | Problem | str | None:
     """Stream Job Events
 
      Follow a job: its state changes and progress as Server-Sent Events, ending when it is
@@ -198,6 +223,8 @@ async def asyncio(
 
     Args:
         job_id (str): The job id (`job_...`), from the submit answer.
+        token (str | Unset): The signed token of the job's `events_url`, for clients that cannot
+            send `Authorization` (a browser's `EventSource`); it is valid for this job only.
         last_event_id (str | Unset): The `id` of the last event received: the stream resumes after
             it (browsers' EventSource sends it when they reconnect).
 
@@ -206,13 +233,14 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Problem | str
+        Any | Problem | str
     """
 
     return (
         await asyncio_detailed(
             job_id=job_id,
             client=client,
+            token=token,
             last_event_id=last_event_id,
         )
     ).parsed

@@ -1,0 +1,181 @@
+"""Requests per second of one API process under `wrk`, as ratios to its own `/health`.
+
+    .venv/bin/python bench/api_load.py [--db sqlite|postgres|both] [--seconds 10] [--conns 16]
+
+For each database, starts one API process (uvicorn, one worker, no engine: jobs stay queued,
+as on an API-only process with its runner idle), creates a key and a job, then runs `wrk -t1`
+on loopback against `GET /health`, `GET /v1/jobs/{id}` and `POST /v1/upscale` (a 16x16 PNG),
+one after another. Prints req/s, p50 and p99 latency, and each route's req/s as a fraction of
+`/health` measured in the same run. Needs `wrk` (`apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def make_app() -> object:
+    """The app uvicorn serves (`--factory`): settings from the environment, no engine."""
+    from api.app import create_app
+    from api.settings import Settings
+
+    return create_app(Settings(), start_engine=False)
+
+
+def _png() -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _database(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'stencil.db'}"
+    from sqlalchemy import create_engine, text
+
+    name = f"stencil_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def _wrk(url: str, seconds: int, conns: int, script: Path | None = None) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def lat(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": lat("50"),
+        "p99_ms": lat("99"),
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def bench(kind: str, seconds: int, conns: int) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        db_url = _database(kind, tmp)
+        port = _free_port()
+        env = {
+            **os.environ,
+            "STENCIL_HOME": str(tmp / "home"),
+            "STENCIL_DATABASE_URL": db_url,
+            "STENCIL_CATALOG": str(ROOT / "catalog.yaml"),
+            "STENCIL_URL_SIGNING_SECRET": "bench-secret",
+            "STENCIL_ACTIVE_JOB_QUOTA": "100000000",
+            "STENCIL_RATE_LIMIT_READ": "100000000/minute",
+            "STENCIL_RATE_LIMIT_WRITE": "100000000/minute",
+            "STENCIL_WEBHOOK_DISPATCH": "false",
+            "STENCIL_LOG_LEVEL": "warning",
+            "STENCIL_TRUSTED_HOSTS": "127.0.0.1",
+            "PYTHONPATH": str(ROOT),
+        }
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "--factory", "bench.api_load:make_app",
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the API did not start")
+                time.sleep(0.2)
+            from engine.db.database import Database
+            from engine.tenants.keys import create_key
+
+            db = Database(db_url)
+            with db.session() as s:
+                token, _ = create_key(s, "bench")
+            db.dispose()
+            h = {"Authorization": f"Bearer {token}"}
+            image = _png()
+            job = httpx.post(f"{base}/v1/upscale", json={"image": image}, headers=h).json()
+            get_lua = tmp / "get.lua"
+            get_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+            post_lua = tmp / "post.lua"
+            post_lua.write_text(
+                'wrk.method = "POST"\n'
+                f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(json.dumps({'image': image}))}\n"
+            )
+            results = {
+                "GET /health": _wrk(f"{base}/health", seconds, conns),
+                "GET /v1/jobs/{id}": _wrk(f"{base}/v1/jobs/{job['id']}", seconds, conns, get_lua),
+                "POST /v1/upscale": _wrk(f"{base}/v1/upscale", seconds, conns, post_lua),
+            }
+        finally:
+            server.terminate()
+            server.wait(30)
+        return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=16)
+    a = ap.parse_args()
+    kinds = ["sqlite", "postgres"] if a.db == "both" else [a.db]
+    for kind in kinds:
+        res = bench(kind, a.seconds, a.conns)
+        health = res["GET /health"]["rps"]
+        print(f"{kind}: wrk -t1 -c{a.conns} -d{a.seconds}s, one API process")
+        for route, r in res.items():
+            print(
+                f"  {route:<18} {r['rps']:8.0f} req/s  ({r['rps'] / health:4.2f} of /health)  "
+                f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  non-2xx {r['errors']:.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

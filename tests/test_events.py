@@ -1,0 +1,310 @@
+"""Jobs pushed, not polled: every committed change reaches its waiters (a long poll, an event
+stream, the key cache) in this process at once and from other processes through PostgreSQL
+LISTEN/NOTIFY (or the periodic check on SQLite), and the request path's database round trips
+are counted so a regression shows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, text
+
+from api.app import create_app
+from api.settings import Settings
+from engine.db.database import Database
+from engine.tenants.keys import create_key
+from tests.test_stream import read_stream
+
+ROOT = Path(__file__).resolve().parents[1]
+TXT = {"prompt": "a red cube", "width": 64, "height": 64, "steps": 2}
+Headers = dict[str, str]
+
+
+def _key(client: TestClient, tenant: str = "acme") -> Headers:
+    with client.app.state.services.db.session() as s:  # type: ignore[attr-defined]
+        token, _ = create_key(s, tenant)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _other_process(db_url: str, code: str) -> None:
+    """Run `code` in a separate Python process with `db` (a Database on `db_url`) in scope."""
+    prog = (
+        "from engine.db.database import Database, utcnow\n"
+        "from engine.jobs.store import transition\n"
+        "from engine.tenants.keys import revoke_key\n"
+        f"db = Database({db_url!r})\n"
+        "with db.session() as s:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+    )
+    subprocess.run([sys.executable, "-c", prog], cwd=ROOT, check=True, timeout=60)
+
+
+@pytest.fixture
+def app_no_net(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    """An API-only app whose periodic check is off: only notifications can wake a waiter."""
+    app = create_app(make_settings(webhook_dispatch=False), start_engine=False)
+    services = app.state.services
+    if not services.db.is_sqlite:
+        services.db.events.check_interval_s = 3600.0
+    with TestClient(app) as client:
+        yield client
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    th = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    th.start()
+    return th, out
+
+
+def test_a_long_poll_answers_when_another_process_finishes_the_job(
+    app_no_net: TestClient, db_url: str
+) -> None:
+    api = app_no_net
+    h = _key(api)
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    th, out = _in_thread(lambda: api.get(f"/v1/jobs/{job['id']}?wait=50", headers=h))
+    time.sleep(0.5)  # the long poll is waiting
+    assert th.is_alive()
+    _other_process(
+        db_url,
+        f"transition(s, {job['id']!r}, ['queued'], 'cancelled', finished_at=utcnow())",
+    )
+    th.join(40)  # far below the 50 s wait, and far above a notification's delay
+    assert not th.is_alive(), "the long poll did not hear of the change"
+    assert out[0].status_code == 200 and out[0].json()["status"] == "cancelled"
+
+
+def test_an_event_stream_hears_another_process_move_the_job(
+    app_no_net: TestClient, db_url: str
+) -> None:
+    api = app_no_net
+    h = _key(api)
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    th, out = _in_thread(lambda: read_stream(api, f"/v1/jobs/{job['id']}/events", h))
+    time.sleep(0.5)
+    _other_process(
+        db_url,
+        f"transition(s, {job['id']!r}, ['queued'], 'running', started_at=utcnow(), attempts=1)",
+    )
+    time.sleep(0.3)
+    _other_process(
+        db_url,
+        f"transition(s, {job['id']!r}, ['running'], 'failed', finished_at=utcnow())",
+    )
+    th.join(40)
+    assert not th.is_alive(), "the stream did not hear of the changes"
+    names = [name for name, _, _ in out[0]]
+    assert names[0] == "job.queued" and names[-1] == "job.failed"
+    if not db_url.startswith("sqlite"):
+        # Every change is notified; on SQLite the once-a-second check may see only the last.
+        assert "job.running" in names
+    ids = [ident for _, ident, _ in out[0]]
+    assert ids == sorted(set(ids))
+
+
+def test_postgres_changes_arrive_by_notification(app_no_net: TestClient, db_url: str) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has no cross-process channel; its periodic check is tested above")
+    services = app_no_net.app.state.services  # type: ignore[attr-defined]
+    assert services.db.events.transport == "postgres"
+    assert services.db.events.listening
+    h = _key(app_no_net)
+    job = app_no_net.post("/v1/txt2img", json=TXT, headers=h).json()
+    with services.db.session() as s:
+        s.execute(text("SELECT 1"))
+    before = services.db.events.delivered
+    _other_process(
+        db_url, f"transition(s, {job['id']!r}, ['queued'], 'cancelled', finished_at=utcnow())"
+    )
+    deadline = time.monotonic() + 20
+    while services.db.events.delivered == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert services.db.events.delivered > before
+
+
+def test_wait_answers_with_the_current_state_when_nothing_happens(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    r = api.get(f"/v1/jobs/{job['id']}?wait=1", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    done = api.delete(f"/v1/jobs/{job['id']}", headers=h).json()
+    assert done["status"] == "cancelled"
+    # A terminal job answers at once, whatever the wait.
+    assert api.get(f"/v1/jobs/{job['id']}?wait=60", headers=h).json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "x", "1.5"])
+def test_wait_out_of_range_is_a_422_naming_it(
+    api: TestClient, new_key: Callable[[str], Headers], wait: str
+) -> None:
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    r = api.get(f"/v1/jobs/{job['id']}?wait={wait}", headers=h)
+    assert r.status_code == 422
+    assert any(e["field"] == "wait" for e in r.json()["errors"])
+
+
+def test_wait_never_shows_another_tenants_job(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    job = api.post("/v1/txt2img", json=TXT, headers=new_key("acme")).json()
+    r = api.get(f"/v1/jobs/{job['id']}?wait=1", headers=new_key("globex"))
+    assert r.status_code == 404
+
+
+def test_a_finished_stream_tells_eventsource_to_stop_and_hints_its_retry(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    api.delete(f"/v1/jobs/{job['id']}", headers=h)
+    with api.stream("GET", f"/v1/jobs/{job['id']}/events", headers=h) as r:
+        lines = list(r.iter_lines())
+    assert "retry: 2000" in lines
+    last_id = next(int(x.split(":", 1)[1]) for x in lines if x.startswith("id:"))
+    # EventSource reconnects with the last id it saw: 204 ends it for good.
+    r = api.get(f"/v1/jobs/{job['id']}/events", headers={**h, "Last-Event-ID": str(last_id)})
+    assert r.status_code == 204 and r.content == b""
+    # An older id still replays the terminal state once.
+    again = read_stream(api, f"/v1/jobs/{job['id']}/events", {**h, "Last-Event-ID": "0"})
+    assert [name for name, _, _ in again] == ["job.cancelled"]
+
+
+def test_the_signed_events_url_needs_no_authorization_and_opens_only_its_job(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    other = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    api.delete(f"/v1/jobs/{job['id']}", headers=h)
+    url = job["events_url"]
+    assert url.startswith("http://testserver/v1/jobs/") and "token=" in url
+    path = url.removeprefix("http://testserver")
+    events = read_stream(api, path, {})
+    assert [name for name, _, _ in events] == ["job.cancelled"]
+    token = path.split("token=", 1)[1]
+    # The token opens its own job only, and a changed one opens nothing.
+    assert api.get(f"/v1/jobs/{other['id']}/events?token={token}").status_code == 401
+    bad = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert api.get(f"/v1/jobs/{job['id']}/events?token={bad}").status_code == 401
+    # It is not an API key: other routes refuse it.
+    assert api.get(f"/v1/jobs/{job['id']}?token={token}").status_code in (401, 422)
+
+
+def test_an_expired_events_url_is_refused(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from engine.jobs.lifecycle import stream_token
+
+    app = create_app(make_settings(), start_engine=False)
+    with TestClient(app) as api:
+        h = _key(api)
+        job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+        secret = app.state.services.settings.signing_secret()
+        old = stream_token(secret, job["id"], "x", "tenant", int(time.time()) - 1)
+        assert api.get(f"/v1/jobs/{job['id']}/events?token={old}").status_code == 401
+
+
+def test_a_revoked_key_stops_working_in_another_process_within_a_second_or_so(
+    make_settings: Callable[..., Settings], db_url: str
+) -> None:
+    app = create_app(make_settings(), start_engine=False)
+    with TestClient(app) as api:
+        with app.state.services.db.session() as s:
+            token, key = create_key(s, "acme")
+        h = {"Authorization": f"Bearer {token}"}
+        assert api.get("/v1/jobs", headers=h).status_code == 200  # now cached
+        lookups = app.state.services.keys.lookups
+        assert api.get("/v1/jobs", headers=h).status_code == 200
+        assert app.state.services.keys.lookups == lookups  # served from the cache
+        _other_process(db_url, f"revoke_key(s, {key.id!r})")
+        deadline = time.monotonic() + 10  # the check runs every second on SQLite
+        while api.get("/v1/jobs", headers=h).status_code == 200:
+            assert time.monotonic() < deadline, "the revocation never reached this process"
+            time.sleep(0.1)
+        assert api.get("/v1/jobs", headers=h).status_code == 401
+
+
+@contextmanager
+def count_statements(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement `db` sends while the block runs (transaction control included)."""
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb != "BEGIN":  # SQLite's own BEGIN is the `begin` event below
+            seen.append(verb)
+
+    def begin(conn: Any) -> None:
+        seen.append("BEGIN")
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    event.listen(db.engine, "begin", begin)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+        event.remove(db.engine, "begin", begin)
+
+
+def test_database_round_trips_of_the_hot_routes(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """GET a job: one SELECT (the key comes from the cache, rate limits from memory). POST an
+    upscale: the admission read and the insert transaction, nothing per request besides."""
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    h = new_key("acme")
+    from tests.test_api import data_url, png
+
+    body = {"image": data_url(png(32, 32)), "scale": 2}
+    job = api.post("/v1/upscale", json=body, headers=h).json()  # warms the key cache
+    with count_statements(db) as get_sql:
+        assert api.get(f"/v1/jobs/{job['id']}", headers=h).status_code == 200
+    assert get_sql.count("SELECT") == 1, get_sql
+    assert not {"INSERT", "UPDATE", "DELETE"} & set(get_sql), get_sql
+    with count_statements(db) as post_sql:
+        assert api.post("/v1/upscale", json=body, headers=h).status_code == 202
+    writes = [x for x in post_sql if x in ("INSERT", "UPDATE", "DELETE")]
+    # The tenant's submit lock, the job row; nothing for the rate limit or the key.
+    assert writes == ["UPDATE", "INSERT"], post_sql
+    assert post_sql.count("SELECT") <= 6, post_sql
+    # One read (the idempotency replay check is skipped without a key), one write.
+    assert post_sql.count("BEGIN") == 2, post_sql
+
+
+def test_a_connection_the_server_dropped_is_replaced_without_an_error(
+    api: TestClient, new_key: Callable[[str], Headers], db_url: str
+) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite connections are files; nothing drops them")
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    name = db.engine.url.database
+    killer = Database(db_url.rsplit("/", 1)[0] + "/test")
+    with killer.engine.connect() as c:
+        c.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid() AND query NOT ILIKE '%LISTEN%'"
+            ),
+            {"n": name},
+        )
+        c.commit()
+    killer.dispose()
+    for _ in range(3):  # every pooled connection is dead; each request still answers
+        r = api.get(f"/v1/jobs/{job['id']}", headers=h)
+        assert r.status_code == 200, r.text
+    assert json.loads(r.text)["id"] == job["id"]
