@@ -158,8 +158,8 @@ class LocalRunner(Runner):
         Up to the template's `max_jobs`, waiting for company until `first` has been waiting
         `max_wait_ms` since it was accepted; `[first]` when its template is not batched here.
         """
-        if self.batching == "off":
-            return [first]
+        if self.batching == "off" or (self.batching == "auto" and self.gpu_class is None):
+            return [first]  # nothing batches here: no extra read on the hot path
         job = await self.db.read(lifecycle.load, first)
         if job is None:
             return [first]
