@@ -10,8 +10,9 @@ loopback, SQLite, local storage, the local runner) on that same ComfyUI. Each ro
 - Stencil: POST /v1/txt2img, follow the job until it is terminal (its event stream, a
   `?wait=` long poll, or polling every 50 ms), then GET the output URL.
 
-Rounds interleave so background load hits both alike; seeds vary, since ComfyUI caches an
-identical graph. Prints p50 and p95 of raw, Stencil, and the per-round difference.
+Rounds interleave, each side going first in every other round, so background load and a
+warmer engine favour neither; seeds vary, since ComfyUI caches an identical graph.
+Prints p50 and p95 of raw, Stencil, and the per-round difference.
 """
 
 from __future__ import annotations
@@ -132,19 +133,29 @@ def run(url: str, a: argparse.Namespace, home: Path) -> None:
                         t, validate_params(model, {**body, "seed": 1001 + 2 * i})
                     )
                     graph = services.graphs.render(t, params).graph
-                    t0 = time.perf_counter()
-                    result = await comfy.run(graph, timeout=300)
-                    for ref in result.outputs:
-                        await comfy.view(ref)
-                    raw_s = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    job = (await c.post("/v1/txt2img", json=body, headers=h)).json()
-                    job = await follow_job(c, job, h, a.follow)
-                    assert job["status"] == "succeeded", job
-                    for o in job["outputs"]:
-                        r = await c.get(o["url"])
-                        assert r.status_code == 200
-                    wall_s = time.perf_counter() - t0
+
+                    async def raw_round(graph: dict[str, Any] = graph) -> float:
+                        t0 = time.perf_counter()
+                        result = await comfy.run(graph, timeout=300)
+                        for ref in result.outputs:
+                            await comfy.view(ref)
+                        return time.perf_counter() - t0
+
+                    async def stencil_round(body: dict[str, Any] = body) -> float:
+                        t0 = time.perf_counter()
+                        job = (await c.post("/v1/txt2img", json=body, headers=h)).json()
+                        job = await follow_job(c, job, h, a.follow)
+                        assert job["status"] == "succeeded", job
+                        for o in job["outputs"]:
+                            r = await c.get(o["url"])
+                            assert r.status_code == 200
+                        return time.perf_counter() - t0
+
+                    # Alternate which goes first, so neither always meets a warmer engine.
+                    if i % 2:
+                        raw_s, wall_s = await raw_round(), await stencil_round()
+                    else:
+                        wall_s, raw_s = await stencil_round(), await raw_round()
                     if i > 1:
                         raw.append(raw_s)
                         walls.append(wall_s)

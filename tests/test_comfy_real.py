@@ -84,6 +84,35 @@ def test_txt2img_returns_png_and_progress(comfy_url: str) -> None:
     asyncio.run(go())
 
 
+def test_one_websocket_carries_every_prompt_of_a_client(comfy_url: str) -> None:
+    """The client keeps one socket to its ComfyUI: prompts one after another, and two at once,
+    each get their own messages over it (the server may answer them in any order)."""
+
+    async def go() -> None:
+        async with ComfyClient(comfy_url) as client:
+            first = await client.run(txt2img_graph(_seed(), steps=1), timeout=90)
+            second = await client.run(txt2img_graph(_seed(), steps=1), timeout=90)
+            a_events: list[ProgressEvent] = []
+            b_events: list[ProgressEvent] = []
+            a, b = await asyncio.gather(
+                *(
+                    client.run(txt2img_graph(_seed(), steps=2), on_progress=sink, timeout=90)
+                    for sink in (a_events.append, b_events.append)
+                )
+            )
+            assert client.socket_connects == 1
+        results = (first, second, a, b)
+        assert all(r.via_websocket and len(r.outputs) == 1 for r in results)
+        assert len({r.prompt_id for r in results}) == 4
+        # Each concurrent run saw only its own prompt's progress.
+        assert {e.prompt_id for e in a_events} == {a.prompt_id}
+        assert {e.prompt_id for e in b_events} == {b.prompt_id}
+        assert [e.value for e in a_events if e.type == "progress"] == [1, 2]
+        assert [e.value for e in b_events if e.type == "progress"] == [1, 2]
+
+    asyncio.run(go())
+
+
 def test_protocol_of_the_server_under_test(comfy_url: str) -> None:
     """Current ComfyUI (it reports its version) speaks the new protocol; the 2024 copy does not.
 

@@ -180,9 +180,12 @@ def _machine(t: Target) -> Any:
 
     class Machine(base):  # type: ignore[misc,valid-type]
         def call(self, case: Any, **kwargs: Any) -> Any:
-            if case.operation.path == "/v1/jobs/{job_id}/events" and case.method == "GET":
-                # A stream follows its job to the end, and no engine runs here: finish the job
-                # first (a cancel) so the stream sends the terminal state and closes.
+            waits = case.operation.path == "/v1/jobs/{job_id}" and (case.query or {}).get("wait")
+            if (
+                case.operation.path == "/v1/jobs/{job_id}/events" or waits
+            ) and case.method == "GET":
+                # A stream (and a `?wait=` read) follows its job to the end, and no engine runs
+                # here: finish the job first (a cancel) so it answers at once.
                 job_id = (case.path_parameters or {}).get("job_id")
                 if isinstance(job_id, str) and job_id.isascii() and job_id.isprintable():
                     # No `with`: the app's lifespan is already running.

@@ -68,7 +68,6 @@ STREAM_DESCRIPTION = (
 
 
 async def stream_principal(
-    job_id: JobIdPath,
     request: Request,
     services: ServicesDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -85,6 +84,8 @@ async def stream_principal(
     """The bearer key's principal, or the one a signed stream token names."""
     if token is None or creds is not None:
         return await get_principal(request, services, creds)
+    # The path's job id is validated by the route itself (one error, not two, when it is bad).
+    job_id = str(request.path_params.get("job_id", ""))
     tenant_id, key_id = verify_stream_token(services.settings.signing_secret(), token, job_id)
     principal = Principal(tenant_id, "", key_id, frozenset({"jobs"}))
     await rate_limit(request, services, principal)

@@ -3,7 +3,6 @@ tenant's endpoint for account events, and the account events with their deliveri
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -39,28 +38,26 @@ async def run_idempotent(
     ttl = services.settings.idempotency_ttl_s
     fp = idem.fingerprint(route, {})
 
-    def run() -> tuple[dict[str, Any], bool]:
-        with services.db.session() as s:
-            if key:
-                rec = idem.check(idem.find(s, principal.tenant_id, key, ttl), fp)
-                if rec is not None and rec.response is not None:
-                    return rec.response, True
-            out = action(s)
-            if key:
-                idem.remember(s, principal.tenant_id, key, fp, route, ttl, response=out)
-            return out, False
+    def run(s: Session) -> tuple[dict[str, Any], bool]:
+        if key:
+            rec = idem.check(idem.find(s, principal.tenant_id, key, ttl), fp)
+            if rec is not None and rec.response is not None:
+                return rec.response, True
+        out = action(s)
+        if key:
+            idem.remember(s, principal.tenant_id, key, fp, route, ttl, response=out)
+        return out, False
 
-    def earlier() -> dict[str, Any] | None:
-        with services.db.session() as s:
-            rec = idem.check(idem.find(s, principal.tenant_id, key or "", ttl), fp)
-            return rec.response if rec else None
+    def earlier(s: Session) -> dict[str, Any] | None:
+        rec = idem.check(idem.find(s, principal.tenant_id, key or "", ttl), fp)
+        return rec.response if rec else None
 
     try:
-        return await asyncio.to_thread(run)
+        return await services.db.run(run)
     except IntegrityError:
         if not key:
             raise
-        out = await asyncio.to_thread(earlier)  # a concurrent twin won
+        out = await services.db.run(earlier)  # a concurrent twin won
         if out is None:
             raise
         return out, True
@@ -84,11 +81,10 @@ def _secret_view(s: Session, tenant_id: str) -> dict[str, Any]:
 async def get_webhook_secret(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """The tenant's current webhook signing secret (made on first use)."""
 
-    def load() -> dict[str, Any]:
-        with services.db.session() as s:
-            return _secret_view(s, principal.tenant_id)
+    def load(s: Session) -> dict[str, Any]:
+        return _secret_view(s, principal.tenant_id)
 
-    return await asyncio.to_thread(load)
+    return await services.db.run(load)
 
 
 @router.post(
@@ -159,11 +155,10 @@ async def list_job_webhooks(
 ) -> dict[str, Any]:
     """A job's webhook deliveries and every attempt (the delivery log)."""
 
-    def load() -> dict[str, Any]:
-        with services.db.session() as s:
-            return _log_view(s, principal.tenant_id, job_id)
+    def load(s: Session) -> dict[str, Any]:
+        return _log_view(s, principal.tenant_id, job_id)
 
-    return await asyncio.to_thread(load)
+    return await services.db.run(load)
 
 
 @router.post(
@@ -227,11 +222,10 @@ def _endpoint_view(tenant: Tenant) -> dict[str, Any]:
 async def get_webhook_endpoint(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """Where the tenant's account events (`budget.threshold`) are delivered; `url` null: none."""
 
-    def load() -> dict[str, Any]:
-        with services.db.session() as s:
-            return _endpoint_view(webhooks.get_endpoint(s, principal.tenant_id))
+    def load(s: Session) -> dict[str, Any]:
+        return _endpoint_view(webhooks.get_endpoint(s, principal.tenant_id))
 
-    return await asyncio.to_thread(load)
+    return await services.db.run(load)
 
 
 @router.put(
@@ -253,11 +247,10 @@ async def set_webhook_endpoint(
     """
     await check_webhook_url(services, body.url, field="url")
 
-    def save() -> dict[str, Any]:
-        with services.db.session() as s:
-            return _endpoint_view(webhooks.set_endpoint(s, principal.tenant_id, body.url))
+    def save(s: Session) -> dict[str, Any]:
+        return _endpoint_view(webhooks.set_endpoint(s, principal.tenant_id, body.url))
 
-    out = await asyncio.to_thread(save)
+    out = await services.db.run(save)
     if services.dispatcher is not None:
         services.dispatcher.wake()
     return out
@@ -273,11 +266,10 @@ async def delete_webhook_endpoint(principal: PrincipalDep, services: ServicesDep
     """Remove the endpoint: account events are then only recorded (`GET /v1/events`), and
     those still waiting for delivery stop."""
 
-    def save() -> None:
-        with services.db.session() as s:
-            webhooks.set_endpoint(s, principal.tenant_id, None)
+    def save(s: Session) -> None:
+        webhooks.set_endpoint(s, principal.tenant_id, None)
 
-    await asyncio.to_thread(save)
+    await services.db.run(save)
     return Response(status_code=204)
 
 
@@ -317,20 +309,19 @@ async def list_events(
     """The tenant's account events (`budget.threshold`), newest first, each with its webhook
     delivery status and attempts."""
 
-    def load() -> dict[str, Any]:
-        with services.db.session() as s:
-            found, nxt = webhooks.list_events(
-                s,
-                principal.tenant_id,
-                limit=limit,
-                cursor=cursor,
-                type_=type.value if type is not None else None,
-            )
-            return schemas.AccountEventList(
-                data=[_event_view(f) for f in found], next_cursor=nxt
-            ).model_dump(mode="json")
+    def load(s: Session) -> dict[str, Any]:
+        found, nxt = webhooks.list_events(
+            s,
+            principal.tenant_id,
+            limit=limit,
+            cursor=cursor,
+            type_=type.value if type is not None else None,
+        )
+        return schemas.AccountEventList(
+            data=[_event_view(f) for f in found], next_cursor=nxt
+        ).model_dump(mode="json")
 
-    return await asyncio.to_thread(load)
+    return await services.db.run(load)
 
 
 @router.get(
@@ -345,12 +336,11 @@ async def get_event(
 ) -> dict[str, Any]:
     """One account event with its webhook delivery status and attempts."""
 
-    def load() -> dict[str, Any]:
-        with services.db.session() as s:
-            found = webhooks.get_event(s, principal.tenant_id, event_id)
-            return _event_view(found).model_dump(mode="json")
+    def load(s: Session) -> dict[str, Any]:
+        found = webhooks.get_event(s, principal.tenant_id, event_id)
+        return _event_view(found).model_dump(mode="json")
 
-    return await asyncio.to_thread(load)
+    return await services.db.run(load)
 
 
 @router.post(

@@ -369,6 +369,11 @@ class ComfyClient:
         await self._http.aclose()
 
     @property
+    def socket_open(self) -> bool:
+        """Whether the shared websocket is connected now (ComfyUI is up)."""
+        return self._socket is not None and self._socket.open
+
+    @property
     def socket_connects(self) -> int:
         """How many times the shared websocket was opened (one per ComfyUI lifetime)."""
         return self._socket.connects if self._socket is not None else 0
@@ -995,6 +1000,20 @@ class _SharedSocket:
         sub = _Subscription()
         self._subs[prompt_id] = sub
         return sub
+
+    @property
+    def open(self) -> bool:
+        """Connected, with its reader running, on this event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return (
+            self._loop is loop
+            and self._ws is not None
+            and self._reader is not None
+            and not self._reader.done()
+        )
 
     def rekey(self, old: str, new: str) -> None:
         """Route `new`'s messages to `old`'s subscription, with any that came before."""

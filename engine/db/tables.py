@@ -111,6 +111,9 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        # The active-job count of every submit (quota): an index-only count, however many
+        # finished jobs the tenant has.
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
     )
 
 

@@ -36,11 +36,13 @@ from engine.webhooks.outbox import terminal_event
 def insert_job(s: Session, job: Job, quota: int) -> Job:
     """Insert a queued job unless the tenant already has `quota` active jobs."""
     # Lock the tenant row first: concurrent submits of one tenant then count in turn.
-    s.execute(
-        update(Tenant).where(Tenant.id == job.tenant_id).values(submit_seq=Tenant.submit_seq + 1)
-    )
-    tenant = s.get(Tenant, job.tenant_id)
-    limit = tenant.active_job_quota if tenant and tenant.active_job_quota is not None else quota
+    own = s.execute(
+        update(Tenant)
+        .where(Tenant.id == job.tenant_id)
+        .values(submit_seq=Tenant.submit_seq + 1)
+        .returning(Tenant.active_job_quota)
+    ).first()
+    limit = own[0] if own is not None and own[0] is not None else quota
     active = s.scalar(
         select(func.count())
         .select_from(Job)

@@ -258,10 +258,14 @@ class ModalWorker:
             comfy_version=version,
             container_boot_seconds=time.monotonic() - boot_t0,
         )
+        # Listen for changes (a cancel made through the API reaches the running job at once,
+        # not at its next heartbeat).
+        await db.events.start()
 
     async def close(self) -> None:
         """Stop ComfyUI and close connections (container exit)."""
         if self.ctx is not None:
+            await self.ctx.db.events.stop()
             await self.ctx.comfy.aclose()
             self.ctx.db.dispose()
         if self.process is not None:

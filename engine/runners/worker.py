@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -108,8 +109,11 @@ async def execute_job(ctx: WorkerContext, job_id: str, cancel: asyncio.Event | N
     try:
         return await _run(run, t, cancel)
     finally:
+        # The heartbeat may be waiting for its next beat: stop it now, not at that beat.
         stop.set()
-        await hb
+        hb.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hb
 
 
 class _Attempt:
@@ -200,6 +204,8 @@ async def _heartbeat(
 
 async def _engine_ready(run: _Attempt) -> bool:
     ctx = run.ctx
+    if ctx.comfy.socket_open:
+        return True  # its websocket is up: the process is there (a dead one closes it)
     try:
         await ctx.comfy.system_stats()
         return True
@@ -282,7 +288,6 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     # The client's stamps bracket the prompt even when it fell back to polling.
     meter.submitted_at = result.queued_at
     meter.ran(result.started, result.finished)
-    await ctx.db.run(lifecycle.set_running, job.id, comfy_prompt_id=result.prompt_id)
     if cancel.is_set():
         return await run.settle_as_is()
     refs = result.outputs
@@ -321,6 +326,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
         finished_at=utcnow(),
         execution_s=result.execution_seconds,
         comfy_version=ctx.comfy_version,
+        comfy_prompt_id=result.prompt_id,
     )
     if not done:
         # Cancelled (or timed out by the supervisor) while we finished: keep nothing.

@@ -1,4 +1,5 @@
-"""rate limits leave the database: counted in memory, or in Redis when configured
+"""lean request path: rate limits leave the database (memory, or Redis when configured); the
+active-job count of a submit gets its own index
 
 Revision ID: 0005
 Revises: 0004
@@ -18,9 +19,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.drop_table("rate_limit_counters")
+    op.create_index("ix_jobs_tenant_status", "jobs", ["tenant_id", "status"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_status", table_name="jobs")
     op.create_table(
         "rate_limit_counters",
         sa.Column("key", sa.String(length=255), nullable=False),
