@@ -166,6 +166,15 @@ class Cost(BaseModel):
     )
 
 
+class Batch(BaseModel):
+    """The batched prompt a job ran in: same-shape jobs that shared one GPU pass."""
+
+    id: str = Field(description="The batch id; jobs that ran together share it.")
+    size: int = Field(
+        ge=1, description="How many jobs the prompt carried; the billable seconds were split."
+    )
+
+
 class Job(BaseModel):
     """A job: one call of a template."""
 
@@ -196,6 +205,11 @@ class Job(BaseModel):
         description="Worker-measured seconds of the last attempt; present once it ran."
     )
     cost: Cost | None = Field(description="The priced charge; present once the job is settled.")
+    batch: Batch | None = Field(
+        default=None,
+        description="The batch the job's last attempt ran in, when it shared its prompt "
+        "with other jobs (docs/batching.md); null when it ran alone.",
+    )
     webhook_url: str | None = Field(
         default=None, description="Where the signed terminal-state webhook goes, if anywhere."
     )

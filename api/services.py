@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -120,7 +121,7 @@ class Services:
         elif self.settings.runner == "modal":
             from engine.runners.modal import ModalRunner
 
-            self.runner = ModalRunner(self.db, self.catalog)
+            self.runner = ModalRunner(self.db, self.catalog, batching=self.settings.batching)
         else:
             self.runner = await self._local_runner()
         await self.runner.start()
@@ -198,6 +199,8 @@ class Services:
             concurrency=s.worker_concurrency,
             heartbeat_timeout_s=s.heartbeat_timeout_s,
             supervise_interval_s=s.supervise_interval_s,
+            # The local engine serves no catalog GPU class: `auto` leaves its jobs alone.
+            batching=s.batching,
         )
 
     async def _check_engine(self, comfy: ComfyClient, url: str) -> None:
@@ -247,7 +250,19 @@ def local_comfy(s: Settings) -> ComfyProcess:
         cpu=s.comfyui_cpu,
         models_dir=s.models_path,
         log_path=(s.home / "comfyui.log").resolve(),
+        custom_nodes=[batch_nodes_dir(s.home)] if s.batching != "off" else [],
     )
+
+
+def batch_nodes_dir(home: Path) -> Path:
+    """A custom-nodes folder holding only Stencil's batching nodes (nodes/stencil_batch)."""
+    folder = (home / "custom_nodes").resolve()
+    link = folder / "stencil_batch"
+    target = Path(__file__).resolve().parents[1] / "nodes" / "stencil_batch"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(target, target_is_directory=True)
+    return folder
 
 
 def make_guard(s: Settings, resolver: Any = None) -> UrlGuard:

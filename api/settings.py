@@ -50,6 +50,12 @@ class Settings(BaseSettings):
 
     runner: Literal["local", "modal"] = Field(default="local", description="Where jobs run.")
     worker_concurrency: int = Field(default=1, ge=1, le=32, description="Local worker loops.")
+    batching: Literal["off", "auto", "force"] = Field(
+        default="auto",
+        description="Cross-request micro-batching (docs/batching.md): `auto` batches a template "
+        "on the GPU classes its catalog entry enables it for, never on the local CPU runner; "
+        "`force` batches every template that declares batching, on any runner; `off` never.",
+    )
     heartbeat_timeout_s: float = Field(
         default=30.0, gt=0, description="A running job with no heartbeat this long is recovered."
     )

@@ -267,6 +267,8 @@ def _flag(name: str) -> bool:
 
 WARMUP = _flag("STENCIL_MODAL_WARMUP")
 REQUIRES_PROXY_AUTH = _flag("STENCIL_MODAL_REQUIRES_PROXY_AUTH")
+# Micro-batching (docs/batching.md): which GPU classes get a batching class.
+BATCHING = os.environ.get("STENCIL_BATCHING", "auto").strip().lower() or "auto"
 API_MAX_CONTAINERS = 2
 API_SCALEDOWN_S = 120
 
@@ -344,8 +346,22 @@ def link_commands(models: list[dict[str, str]]) -> list[str]:
     return cmds
 
 
+def batcher_cls_name(gpu_class: str) -> str:
+    """The Modal class batching a GPU class's jobs (engine.runners.batch has the same)."""
+    return f"Batcher_{gpu_class}"
+
+
+def _batched(catalog: Catalog | None) -> dict[str, tuple[int, int]]:
+    if catalog is None:
+        return {}
+    from engine.runners.batch import batched_classes
+
+    return batched_classes(catalog, BATCHING)
+
+
 CATALOG = _load_catalog()
 GPU_CLASSES = gpu_class_specs(CATALOG) if CATALOG is not None else []
+BATCHED = _batched(CATALOG)
 MODELS = model_specs(CATALOG)
 
 # ---- Modal objects -----------------------------------------------------------------------
@@ -465,6 +481,11 @@ worker_image = _with_project(
         f"{COMFYUI_DIR}/custom_nodes/stencil_snapshot",
         ignore=["__pycache__", "**/*.pyc"],
     )
+    .add_local_dir(
+        ROOT / "nodes" / "stencil_batch",
+        f"{COMFYUI_DIR}/custom_nodes/stencil_batch",
+        ignore=["__pycache__", "**/*.pyc"],
+    )
 )
 
 
@@ -499,8 +520,8 @@ def _open_store() -> tuple[Any, Any, Any, Catalog]:
 # ---- GPU classes -------------------------------------------------------------------------
 
 
-class GpuWorker:
-    """A GPU container: ComfyUI launched before the memory snapshot, one job per input."""
+class _GpuContainer:
+    """A GPU container's lifecycle: ComfyUI launched before the memory snapshot."""
 
     gpu_class: ClassVar[str] = ""
     cpu_only: ClassVar[bool] = False
@@ -533,6 +554,15 @@ class GpuWorker:
         _, db, storage, catalog = _open_store()
         await self.worker.restore(db=db, storage=storage, catalog=catalog)
 
+    @modal.exit()
+    async def shutdown(self) -> None:
+        """Stop ComfyUI."""
+        await self.worker.close()
+
+
+class GpuWorker(_GpuContainer):
+    """A GPU container running one job per input."""
+
     @modal.method()
     async def run(self, job_id: str) -> str:
         """Run one job; raises (so Modal retries elsewhere) when ComfyUI is gone."""
@@ -543,10 +573,30 @@ class GpuWorker:
         """This container's verification report."""
         return (await self.worker.verify()).as_dict()
 
-    @modal.exit()
-    async def shutdown(self) -> None:
-        """Stop ComfyUI."""
-        await self.worker.close()
+
+def batcher_class(spec: GpuClassSpec, max_batch_size: int, wait_ms: int) -> type:
+    """The batching class of a GPU class: Modal's dynamic batching gathers job ids (one per
+    input, up to `max_batch_size`, waiting at most `wait_ms`); the worker groups them by batch
+    key and runs each group as one prompt. Modal allows such a class no other method."""
+
+    async def run(self: Any, job_ids: list[str]) -> list[str]:
+        """Run a batch of jobs; raises (so Modal retries elsewhere) when ComfyUI is gone."""
+        return list(await self.worker.run_batch(job_ids, BATCHING))
+
+    name = batcher_cls_name(spec.name)
+    return type(
+        name,
+        (_GpuContainer,),
+        {
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": f"GPU class {spec.name!r} of the catalog, batching its jobs.",
+            "gpu_class": spec.name,
+            "cpu_only": spec.gpus is None,
+            "gpu_snapshot": spec.gpu_snapshot,
+            "run": modal.batched(max_batch_size=max_batch_size, wait_ms=wait_ms)(run),
+        },
+    )
 
 
 def cls_options(spec: GpuClassSpec) -> dict[str, Any]:
@@ -587,6 +637,15 @@ for _spec in GPU_CLASSES:
     WORKER_CLASSES[_spec.name] = globals()[_spec.cls_name] = app.cls(**cls_options(_spec))(
         _user_cls
     )
+
+# Batching classes, for GPU classes some template is batched on (STENCIL_BATCHING at deploy).
+BATCHER_CLASSES: dict[str, Any] = {}
+for _spec in GPU_CLASSES:
+    if _spec.name in BATCHED:
+        _size, _wait = BATCHED[_spec.name]
+        BATCHER_CLASSES[_spec.name] = globals()[batcher_cls_name(_spec.name)] = app.cls(
+            **cls_options(_spec)
+        )(batcher_class(_spec, _size, _wait))
 
 
 # ---- supervisor and API ------------------------------------------------------------------

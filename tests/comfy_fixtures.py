@@ -136,12 +136,16 @@ def comfy_process(
     """A running ComfyUI (CPU) serving the synthetic models; stopped at session end."""
     if _Shared.proc is None:
         work = tmp_path_factory.mktemp("comfyui")
+        # With Stencil's batching nodes, as the service starts it (api.services.local_comfy).
+        (work / "nodes").mkdir()
+        (work / "nodes" / "stencil_batch").symlink_to(REPO_ROOT / "nodes" / "stencil_batch")
         proc = ComfyProcess(
             comfyui_path,
             models_dir=synth_models_dir,
             input_dir=work / "input",
             output_dir=work / "output",
             log_path=work / "comfyui.log",
+            custom_nodes=[work / "nodes"],
         )
         try:
             asyncio.run(_start(proc))

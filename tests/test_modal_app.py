@@ -258,3 +258,34 @@ def test_link_commands_quote_paths(modal_app: Any) -> None:
         f"mkdir -p {modal_app.COMFYUI_DIR}/models/loras && ln -sfn "
         f"'/models/loras/a b.safetensors' '{modal_app.COMFYUI_DIR}/models/loras/a b.safetensors'"
     ]
+
+
+def test_batching_classes_use_modals_dynamic_batching(modal_app: Any) -> None:
+    from engine.runners.batch import batched_classes, batcher_cls_name
+
+    catalog = load_catalog(ROOT / "catalog.yaml")
+    # txt2img, the one batchable template, runs on l4 and is batched there (`auto`).
+    assert batched_classes(catalog, "auto") == {"l4": (8, 100)}
+    assert batched_classes(catalog, "off") == {}
+    assert set(modal_app.BATCHER_CLASSES) == {"l4"}
+    cls = getattr(modal_app, batcher_cls_name("l4"))
+    assert cls is modal_app.BATCHER_CLASSES["l4"]
+    assert modal_app.batcher_cls_name("l4") == batcher_cls_name("l4")
+    fn = service_function(cls)
+    assert fn._function_info.method_names == ["run"]  # Modal allows it no other method
+    cl = closure(fn._load)
+    assert (cl["batch_max_size"], cl["batch_wait_ms"]) == (8, 100)
+    worker = service_function(modal_app.WORKER_CLASSES["l4"])
+    assert fn._spec.gpus == worker._spec.gpus
+    assert closure(worker._load).get("batch_max_size") is None
+    batcher = modal_app.batcher_class(modal_app.GPU_CLASSES[0], 4, 50)
+    for flag, names in (
+        (_PartialFunctionFlags.ENTER_PRE_SNAPSHOT, {"launch"}),
+        (_PartialFunctionFlags.ENTER_POST_SNAPSHOT, {"restore"}),
+        (_PartialFunctionFlags.EXIT, {"shutdown"}),
+        (_PartialFunctionFlags.BATCHED, {"run"}),
+    ):
+        assert set(_find_partial_methods_for_user_cls(batcher, flag)) == names
+    nodes = mounts(modal_app.worker_image)
+    remote = f"{modal_app.COMFYUI_DIR}/custom_nodes/stencil_batch"
+    assert nodes[remote] == str(ROOT / "nodes" / "stencil_batch")

@@ -255,3 +255,27 @@ def test_ready_names_the_app_and_classes(runner: ModalRunner) -> None:
         "app": APP_NAME,
         "classes": {"l4": "Worker_l4", "a10g": "Worker_a10g"},
     }
+
+
+def test_batched_templates_go_to_their_gpu_class_batcher(
+    db: Database, catalog: Catalog, fake: FakeModal
+) -> None:
+    from engine.runners.batch import batcher_cls_name
+
+    runner = ModalRunner(db, catalog, lookup=fake, batching="auto")
+    txt = add_job(db, catalog, call_id=None)
+    assert asyncio.run(runner.submitted(txt, "l4")) == "fc-1"
+    up = catalog.get("upscale")
+    assert up is not None
+    other = add_job(db, catalog, template="upscale", template_version=up.version)
+    asyncio.run(runner.submitted(other, "l4"))
+    assert fake.spawned == [(batcher_cls_name("l4"), txt), (worker_cls_name("l4"), other)]
+    # Cancelling a batched job leaves its Modal input alone (the batch's heartbeat sees the
+    # cancelled row); a lone job's call is cancelled as before.
+    asyncio.run(runner.cancel(txt, "fc-1"))
+    asyncio.run(runner.cancel(other, "fc-2"))
+    assert fake.cancelled == ["fc-2"]
+    # `off` sends every job to the one-job class.
+    plain = ModalRunner(db, catalog, lookup=FakeModal(), batching="off")
+    asyncio.run(plain.submitted(txt, "l4"))
+    assert plain.lookup.spawned == [(worker_cls_name("l4"), txt)]  # type: ignore[attr-defined]

@@ -311,3 +311,44 @@ def test_models_path_defaults_to_comfyui_models(tmp_path: Path) -> None:
     assert cfg.models_path == tmp_path / "models"
     assert WorkerConfig(gpu_class="l4", models_dir=tmp_path / "m").models_path == tmp_path / "m"
     assert os.environ.get("STENCIL_SNAPSHOT_DEFER_DEVICE") is None
+
+
+def test_group_jobs_by_key_and_max_jobs(db: Database, catalog: Catalog) -> None:
+    from engine.runners.batch import group_jobs
+
+    same = [add_job(db, catalog, {**SMALL, "seed": i}) for i in range(10)]
+    other = add_job(db, catalog, {**SMALL, "steps": 3})
+    groups = group_jobs(db, catalog, [*same, other], "force", "l4")
+    assert groups == [same[:8], same[8:], [other]]  # txt2img's max_jobs is 8
+    assert group_jobs(db, catalog, same[:2], "off", "l4") == [[same[0]], [same[1]]]
+
+
+@pytest.mark.comfy
+def test_a_modal_batch_runs_as_one_prompt(
+    comfy_url: str,
+    catalog_checkpoint: Path,
+    db: Database,
+    storage: LocalStorage,
+    catalog: Catalog,
+) -> None:
+    stop = Recorder()
+
+    async def go() -> None:
+        worker = await started_worker(comfy_url, db, storage, catalog, stop)
+        seed = int(time.time())
+        ids = [add_job(db, catalog, {**SMALL, "seed": seed + i}) for i in range(3)]
+        gone = add_job(db, catalog, {**SMALL, "seed": seed + 3})
+        with db.session() as s:
+            assert transition(s, gone, [QUEUED], CANCELLED)
+        assert await worker.run_batch([*ids, gone], "force") == [SUCCEEDED] * 3 + [CANCELLED]
+        jobs = [load(db, i) for i in ids]
+        assert len({j.batch_id for j in jobs}) == 1 and {j.batch_size for j in jobs} == {3}
+        assert len({j.comfy_prompt_id for j in jobs}) == 1
+        assert all(len(j.outputs) == 1 and j.attempts == 1 for j in jobs)
+        assert load(db, gone).outputs == [] and load(db, gone).attempts == 0
+        # A retried input does nothing again.
+        assert await worker.run_batch(ids, "force") == [SUCCEEDED] * 3
+        assert [load(db, i).attempts for i in ids] == [1, 1, 1]
+        await worker.close()
+
+    asyncio.run(go())

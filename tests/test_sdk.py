@@ -201,8 +201,8 @@ def _job_json() -> dict[str, object]:
         "id": "job_1", "object": "job", "template": "txt2img", "template_version": "1.0.0",
         "status": "queued", "progress": 0, "params": {}, "inputs": {}, "graph_hash": "0" * 64,
         "comfyui_version": None, "outputs": [], "error": None, "created_at": now,
-        "started_at": None, "finished_at": None, "metering": None, "cost": None,
-        "webhook_url": None,
+        "started_at": None, "finished_at": None, "metering": None, "cost": None, "batch": None,
+        "webhook_url": None, "events_url": "https://api.example.com/v1/jobs/job_1/events?token=t",
         "timings": {"queue_seconds": None, "run_seconds": None, "total_seconds": None},
     }  # fmt: skip
 

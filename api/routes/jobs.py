@@ -88,6 +88,11 @@ def job_view(job: Job, services: Services, base_url: str, key_id: str | None = N
         ),
         metering=_metering_view(job.metering),
         cost=_cost_view(job.cost),
+        batch=(
+            schemas.Batch(id=job.batch_id, size=job.batch_size)
+            if job.batch_id and job.batch_size
+            else None
+        ),
         webhook_url=job.webhook_url,
         events_url=urljoin(base, f"/v1/jobs/{job.id}/events?token={token}"),
     )

@@ -108,6 +108,36 @@ class Limits(_Strict):
     )
 
 
+class Batching(_Strict):
+    """Whether jobs of this template may share one ComfyUI prompt, and on what terms."""
+
+    enabled: bool = Field(
+        default=False, description="Batch this template's jobs (see `STENCIL_BATCHING`)."
+    )
+    key: list[Annotated[str, Field(pattern=NAME_RE)]] = Field(
+        description="Params that must be equal for jobs to share a batch: every param that "
+        "shapes the graph (width, height, steps, cfg, sampler, scheduler, model or style). "
+        "`stencil catalog check` refuses a key that leaves one out.",
+    )
+    max_jobs: int = Field(
+        default=8, ge=2, description="Most jobs in one batch (at most the engine's limit, 16)."
+    )
+    max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Longest a claimed job waits for company before its batch starts.",
+    )
+    gpu_classes: list[Annotated[str, Field(pattern=NAME_RE)]] | None = Field(
+        default=None,
+        description="GPU classes the template is batched on; default: every class it runs on.",
+    )
+
+    def on(self, gpu_class: str) -> bool:
+        """Whether the declaration turns batching on for this GPU class."""
+        return self.enabled and (self.gpu_classes is None or gpu_class in self.gpu_classes)
+
+
 # Fields every request model carries besides the template's params.
 RESERVED_PARAMS = frozenset({"webhook_url", "output_format", "quality"})
 
@@ -211,6 +241,11 @@ class Template(_Strict):
         default=None,
         description="The day this deprecated version stops being served (needs `deprecated`).",
     )
+    batching: Batching | None = Field(
+        default=None,
+        description="Cross-request micro-batching: same-shape jobs of several callers run as "
+        "one ComfyUI prompt (docs/batching.md).",
+    )
 
     @model_validator(mode="after")
     def _lifecycle(self) -> Template:
@@ -281,6 +316,27 @@ class Catalog(_Strict):
                     f"templates[{i}] ({t.name}): limits.scaled_output must name an image "
                     "param and a number param"
                 )
+            b = t.batching
+            if b is not None:
+                from engine.runners.batching import MAX_JOBS
+
+                unknown = [k for k in b.key if k not in t.params]
+                if unknown:
+                    raise ValueError(
+                        f"templates[{i}] ({t.name}): batching.key names unknown params: "
+                        + ", ".join(unknown)
+                    )
+                if b.max_jobs > MAX_JOBS:
+                    raise ValueError(
+                        f"templates[{i}] ({t.name}): batching.max_jobs {b.max_jobs} is above "
+                        f"the {MAX_JOBS} jobs one batched prompt can carry"
+                    )
+                bad = [g for g in b.gpu_classes or [] if g not in self.gpu_classes]
+                if bad:
+                    raise ValueError(
+                        f"templates[{i}] ({t.name}): batching.gpu_classes names unknown "
+                        f"classes: {', '.join(bad)}"
+                    )
             if t.gpu_class not in self.gpu_classes:
                 raise ValueError(
                     f"templates[{i}] ({t.name}): gpu_class {t.gpu_class!r} is not defined "
@@ -346,10 +402,12 @@ def parse_catalog(data: Any, source: str, base_dir: Path) -> Catalog:
             raise CatalogError(
                 f"{source}: template {t.name!r}, field graph: file {t.graph} does not exist"
             )
+    from engine.catalog.batchable import check_batching
     from engine.catalog.render import check_template  # late: render imports this module
 
     for t in cat.templates:
         check_template(cat, t, source)
+        check_batching(cat, t, source)
     return cat
 
 

@@ -104,6 +104,9 @@ class Job(Base):
     # The priced charge as settled (rate included), so a later price change rewrites nothing.
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    # The batched prompt the last attempt ran in, and how many jobs it carried (1: alone).
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),

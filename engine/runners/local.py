@@ -6,15 +6,22 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from engine.catalog.catalog import Batching
 from engine.db.database import Database
+from engine.db.tables import Job
 from engine.jobs import lifecycle
 from engine.jobs.events import JOB, Watch
 from engine.jobs.states import QUEUED
 from engine.jobs.supervisor import sweep
 from engine.runners.base import Runner
+from engine.runners.batch import batch_terms, execute_batch, job_key
 from engine.runners.worker import WorkerContext, execute_job
 
 log = logging.getLogger("stencil.runner.local")
@@ -34,15 +41,21 @@ class LocalRunner(Runner):
         supervise_interval_s: float = 5.0,
         heartbeat_timeout_s: float = 30.0,
         engine_check: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        batching: str = "off",
+        gpu_class: str | None = None,
     ) -> None:
         self.ctx = ctx
+        # STENCIL_BATCHING, and the catalog GPU class this engine is (None: the CPU).
+        self.batching = batching
+        self.gpu_class = gpu_class
+        self._gathering = asyncio.Lock()
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.supervise_interval_s = supervise_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._engine_check = engine_check
         self._tasks: list[asyncio.Task[None]] = []
-        self._running: dict[str, tuple[asyncio.Event, asyncio.Task[str]]] = {}
+        self._running: dict[str, tuple[asyncio.Event, asyncio.Task[Any]]] = {}
         self._stopping = False
 
     @property
@@ -79,6 +92,8 @@ class LocalRunner(Runner):
             return
         event, task = entry
         event.set()
+        if any(not e.is_set() for e, t in self._running.values() if t is task):
+            return  # its batch runs on for the others; it keeps no outputs
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=wait_s)
         except (TimeoutError, asyncio.CancelledError, Exception):
@@ -114,21 +129,79 @@ class LocalRunner(Runner):
                 ):
                     break
             return
-        event = asyncio.Event()
-        task = asyncio.create_task(execute_job(self.ctx, job, event))
-        self._running[job] = (event, task)
+        batch = await self._claim_batch(job)
+        events = {j: asyncio.Event() for j in batch}
+        task: asyncio.Task[Any]
+        if len(batch) > 1:
+            task = asyncio.create_task(execute_batch(self.ctx, batch, events))
+        else:
+            task = asyncio.create_task(execute_job(self.ctx, job, events[job]))
+        for j in batch:
+            self._running[j] = (events[j], task)
         try:
             status = await asyncio.shield(task)
-            log.info("job %s -> %s", job, status)
+            log.info("job %s -> %s", ", ".join(batch), status)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("job %s crashed the worker function", job)
+            log.exception("job %s crashed the worker function", ", ".join(batch))
         finally:
-            self._running.pop(job, None)
+            for j in batch:
+                self._running.pop(j, None)
 
     def _claim(self) -> str | None:
         return self.db.call(lifecycle.claim, self.ctx.worker_id, self.name)
+
+    async def _claim_batch(self, first: str) -> list[str]:
+        """Jobs to run with the claimed `first`: same-key queued jobs, claimed as they come.
+
+        Up to the template's `max_jobs`, waiting for company until `first` has been waiting
+        `max_wait_ms` since it was accepted; `[first]` when its template is not batched here.
+        """
+        if self.batching == "off" or (self.batching == "auto" and self.gpu_class is None):
+            return [first]  # nothing batches here: no extra read on the hot path
+        job = await self.db.read(lifecycle.load, first)
+        if job is None:
+            return [first]
+        t = self.ctx.catalog.get(job.template, int(job.template_version.split(".")[0]))
+        terms = batch_terms(t, self.batching, self.gpu_class) if t is not None else None
+        if terms is None:
+            return [first]
+        key = job_key(job, terms)
+        waited = ((job.started_at or job.created_at) - job.created_at).total_seconds()
+        deadline = time.monotonic() + max(terms.max_wait_ms / 1000 - waited, 0.0)
+        batch = [first]
+        async with self._gathering:
+            while len(batch) < terms.max_jobs:
+                more = await self.db.run(self._claim_same, key, terms, terms.max_jobs - len(batch))
+                batch += more
+                if len(batch) >= terms.max_jobs or time.monotonic() >= deadline:
+                    break
+                if not more:
+                    await asyncio.sleep(min(0.02, max(deadline - time.monotonic(), 0.0)))
+        return batch
+
+    def _claim_same(self, s: Session, key: tuple[str, ...], terms: Batching, n: int) -> list[str]:
+        """Claim up to `n` queued jobs whose batch key is `key`, oldest first."""
+        template, version = key[0], key[1]
+        rows = s.scalars(
+            select(Job)
+            .where(
+                Job.status == QUEUED,
+                Job.template == template,
+                Job.template_version == version,
+                or_(Job.runner == self.name, Job.runner.is_(None)),
+            )
+            .order_by(Job.created_at, Job.id)
+            .limit(max(4 * n, 16))
+        ).all()
+        out: list[str] = []
+        for row in rows:
+            if len(out) >= n:
+                break
+            if job_key(row, terms) == key and lifecycle.claim_one(s, row.id, self.ctx.worker_id):
+                out.append(row.id)
+        return out
 
     async def _supervise(self) -> None:
         while not self._stopping:

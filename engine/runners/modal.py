@@ -24,6 +24,7 @@ from engine.jobs.states import QUEUED
 from engine.jobs.store import set_fields_if
 from engine.jobs.supervisor import Action, sweep
 from engine.runners.base import Runner
+from engine.runners.batch import batch_terms, batcher_cls_name
 
 log = logging.getLogger("stencil.runner.modal")
 
@@ -106,7 +107,11 @@ class ModalRunner(Runner):
         app_name: str = APP_NAME,
         lookup: ModalLookup | None = None,
         dispatch_grace_s: float = 30.0,
+        batching: str = "off",
     ) -> None:
+        # STENCIL_BATCHING (the service passes its setting): a template batched on its GPU
+        # class goes to the class's batching class (deploy/modal_app.py).
+        self.batching = batching
         self.db = db
         self.catalog = catalog
         self.app_name = app_name
@@ -140,6 +145,10 @@ class ModalRunner(Runner):
         if call_id is None:
             # Not dispatched yet, or its call id not saved yet: the worker's heartbeat sees the
             # cancelled row and stops the job itself.
+            return
+        if await asyncio.to_thread(self._batched, job_id):
+            # Its Modal input is one of a batch the others still need: the batch's heartbeat
+            # sees the cancelled row, and the job keeps no outputs.
             return
         try:
             await asyncio.wait_for(asyncio.to_thread(self._cancel, call_id), timeout=wait_s)
@@ -188,7 +197,8 @@ class ModalRunner(Runner):
     def _spawn(self, job_id: str, gpu_class: str) -> str:
         if gpu_class not in self.catalog.gpu_classes:
             raise ValueError(f"unknown GPU class {gpu_class!r}")
-        cls_name = worker_cls_name(gpu_class)
+        batched = self._batched(job_id)
+        cls_name = batcher_cls_name(gpu_class) if batched else worker_cls_name(gpu_class)
         method = self._methods.get(cls_name)
         if method is None:
             method = self._methods[cls_name] = self.lookup.run_method(self.app_name, cls_name)
@@ -198,6 +208,16 @@ class ModalRunner(Runner):
 
     def _cancel(self, call_id: str) -> None:
         self.lookup.function_call(call_id).cancel()
+
+    def _batched(self, job_id: str) -> bool:
+        """Whether the job's template is batched on its GPU class (so on its batcher)."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return False
+            template, version = job.template, job.template_version
+        t = self.catalog.get(template, int(version.split(".")[0]))
+        return t is not None and batch_terms(t, self.batching, t.gpu_class) is not None
 
     def _stored_call_id(self, job_id: str) -> str | None:
         with self.db.session() as s:

@@ -40,6 +40,7 @@ from engine.db.database import Database
 from engine.intake.storage import Storage
 from engine.jobs import lifecycle
 from engine.jobs.states import CANCELLED, QUEUED
+from engine.runners.batch import execute_batch, group_jobs
 from engine.runners.worker import WorkerContext, execute_job
 from engine.verify import VerifyReport, verify_engine
 
@@ -355,6 +356,31 @@ class ModalWorker:
         if status == QUEUED and self.engine_lost:
             raise EngineLost(f"ComfyUI is gone; job {job_id} was re-queued for another container")
         return status
+
+    async def run_batch(self, job_ids: list[str], batching: str = "auto") -> list[str]:
+        """Run the inputs Modal batched (`@modal.batched`): claim them, group them by batch
+        key, run each group as one prompt; each input's final state, in input order."""
+        ctx = self.ctx
+        if ctx is None:
+            raise RuntimeError("restore() has not run")
+        claimed = [j for j in job_ids if await ctx.db.run(self._claim, j)]
+        groups = await asyncio.to_thread(
+            group_jobs, ctx.db, ctx.catalog, claimed, batching, self.config.gpu_class
+        )
+        states: dict[str, str] = {}
+        for group in groups:
+            states.update(await execute_batch(ctx, group))
+        out = []
+        for j in job_ids:
+            status = states.get(j) or await ctx.db.read(lifecycle.status_of, j)
+            out.append(status or "missing")
+        if CANCELLED in states.values():
+            await self._wait_idle()
+        if QUEUED in states.values() and self.engine_lost:
+            raise EngineLost(
+                "ComfyUI is gone; the batch's jobs were re-queued for another container"
+            )
+        return out
 
     async def verify(self) -> VerifyReport:
         """The verification report for this container's engine."""

@@ -634,6 +634,22 @@ export interface components {
          */
         AccountEventType: "budget.threshold";
         /**
+         * Batch
+         * @description The batched prompt a job ran in: same-shape jobs that shared one GPU pass.
+         */
+        Batch: {
+            /**
+             * Id
+             * @description The batch id; jobs that ran together share it.
+             */
+            id: string;
+            /**
+             * Size
+             * @description How many jobs the prompt carried; the billable seconds were split.
+             */
+            size: number;
+        };
+        /**
          * BudgetInfo
          * @description A tenant's monthly budget and its spend this month.
          */
@@ -1351,6 +1367,8 @@ export interface components {
             metering: components["schemas"]["Metering"] | null;
             /** @description The priced charge; present once the job is settled. */
             cost: components["schemas"]["Cost"] | null;
+            /** @description The batch the job's last attempt ran in, when it shared its prompt with other jobs (docs/batching.md); null when it ran alone. */
+            batch: components["schemas"]["Batch"] | null;
             /**
              * Webhook Url
              * @description Where the signed terminal-state webhook goes, if anywhere.

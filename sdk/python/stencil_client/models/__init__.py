@@ -3,6 +3,7 @@
 from .account_event import AccountEvent
 from .account_event_list import AccountEventList
 from .account_event_type import AccountEventType
+from .batch import Batch
 from .budget_info import BudgetInfo
 from .budget_threshold_data import BudgetThresholdData
 from .budget_threshold_webhook_data import BudgetThresholdWebhookData
@@ -79,6 +80,7 @@ __all__ = (
     "AccountEvent",
     "AccountEventList",
     "AccountEventType",
+    "Batch",
     "BudgetInfo",
     "BudgetThresholdData",
     "BudgetThresholdWebhookData",

@@ -10,6 +10,7 @@ from attrs import field as _attrs_field
 from ..models.job_status import JobStatus
 
 if TYPE_CHECKING:
+    from ..models.batch import Batch
     from ..models.cost import Cost
     from ..models.img_2_img_v1_params import Img2ImgV1Params
     from ..models.inpaint_v1_params import InpaintV1Params
@@ -52,6 +53,8 @@ class Job:
         timings (Timings): How long the job waited and ran, in seconds.
         metering (Metering | None): Worker-measured seconds of the last attempt; present once it ran.
         cost (Cost | None): The priced charge; present once the job is settled.
+        batch (Batch | None): The batch the job's last attempt ran in, when it shared its prompt with other jobs
+            (docs/batching.md); null when it ran alone.
         webhook_url (None | str): Where the signed terminal-state webhook goes, if anywhere.
         events_url (str): This job's Server-Sent Event stream with a signed `token`, for a browser's `EventSource`
             (which cannot send `Authorization`); valid for this job only, for `STENCIL_STREAM_URL_TTL_S` seconds from this
@@ -82,12 +85,14 @@ class Job:
     timings: Timings
     metering: Metering | None
     cost: Cost | None
+    batch: Batch | None
     webhook_url: None | str
     events_url: str
     object_: Literal["job"] = "job"
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.batch import Batch  # noqa: PLC0415
         from ..models.cost import Cost  # noqa: PLC0415
         from ..models.img_2_img_v1_params import Img2ImgV1Params  # noqa: PLC0415
         from ..models.inpaint_v1_params import InpaintV1Params  # noqa: PLC0415
@@ -169,6 +174,12 @@ class Job:
         else:
             cost = self.cost
 
+        batch: dict[str, Any] | None
+        if isinstance(self.batch, Batch):
+            batch = self.batch.to_dict()
+        else:
+            batch = self.batch
+
         webhook_url: None | str
         webhook_url = self.webhook_url
 
@@ -196,6 +207,7 @@ class Job:
                 "timings": timings,
                 "metering": metering,
                 "cost": cost,
+                "batch": batch,
                 "webhook_url": webhook_url,
                 "events_url": events_url,
             }
@@ -205,6 +217,7 @@ class Job:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.batch import Batch  # noqa: PLC0415
         from ..models.cost import Cost  # noqa: PLC0415
         from ..models.img_2_img_v1_params import Img2ImgV1Params  # noqa: PLC0415
         from ..models.inpaint_v1_params import InpaintV1Params  # noqa: PLC0415
@@ -388,6 +401,21 @@ class Job:
 
         cost = _parse_cost(d.pop("cost"))
 
+        def _parse_batch(data: object) -> Batch | None:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                batch_type_0 = Batch.from_dict(data)
+
+                return batch_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(Batch | None, data)
+
+        batch = _parse_batch(d.pop("batch"))
+
         def _parse_webhook_url(data: object) -> None | str:
             if data is None:
                 return data
@@ -416,6 +444,7 @@ class Job:
             timings=timings,
             metering=metering,
             cost=cost,
+            batch=batch,
             webhook_url=webhook_url,
             events_url=events_url,
         )

@@ -1,0 +1,28 @@
+"""job batches: the batch a job ran in (its id and how many jobs shared the prompt)
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-01 22:30:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("batch_id", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("batch_size", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("batch_size")
+        batch_op.drop_column("batch_id")
