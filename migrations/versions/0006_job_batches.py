@@ -23,6 +23,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_column("batch_size")
-        batch_op.drop_column("batch_id")
+    # SQLite (3.35+) drops a column in place; a batch rebuild would drop `jobs`, which the
+    # webhook outbox and the ledger reference.
+    for column in ("batch_size", "batch_id"):
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        else:
+            op.drop_column("jobs", column)
