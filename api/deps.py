@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -101,7 +101,7 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-_KNOWN_QUERY: dict[int, set[str]] = {}  # a route's query names (routes live as long as the app)
+_KNOWN_QUERY: dict[int, tuple[Any, set[str]]] = {}  # a route's query parameter names
 
 
 async def reject_unknown_query(request: Request) -> None:
@@ -112,15 +112,18 @@ async def reject_unknown_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known = _KNOWN_QUERY.get(id(dependant))
-    if known is None:
+    entry = _KNOWN_QUERY.get(id(dependant))
+    if entry is not None and entry[0] is dependant:
+        known = entry[1]
+    else:
         known = set()
         todo = [dependant]
         while todo:
             d = todo.pop()
             known |= {p.alias for p in d.query_params}
             todo.extend(d.dependencies)
-        _KNOWN_QUERY[id(dependant)] = known
+        # Holding the dependant keeps its id from being reused by another app's route.
+        _KNOWN_QUERY[id(dependant)] = (dependant, known)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise InvalidParams(

@@ -380,7 +380,9 @@ class Events:
                     pos = (status, attempts or 0, progress or 0.0)
                     seen[job_id] = pos
                     before = self._seen.get(job_id)
-                    if before is not None and before != pos:
+                    # A job first seen here may have moved after its watcher read it: unless it
+                    # is still queued (as every job starts), its watchers read it again.
+                    if before != pos and (before is not None or status != "queued"):
                         out.append(Change(JOB, job_id, status))
             since = self._key_check_after
             q = select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.revoked_at.is_not(None))
