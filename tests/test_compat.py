@@ -219,6 +219,8 @@ def test_real_engine_refuses_what_it_would_refuse_at_run_time(
 ) -> None:
     def breaks(d: dict[str, Any]) -> None:
         txt = d["templates"][0]
+        # Not batched: the batching declaration would refuse the new sampler at load.
+        txt.pop("batching", None)
         txt["params"]["sampler"]["values"].append("euler_imaginary")
         txt["models"][0]["name"] = "not-there.safetensors"
 
