@@ -602,6 +602,11 @@ class JobWebhookData(BaseModel):
     created_at: datetime = Field(description="When the job was accepted.")
     finished_at: datetime | None = Field(description="When it reached its terminal state.")
     url: str = Field(description="The job's path: `GET` it for output URLs signed now.")
+    batch: Batch | None = Field(
+        default=None,
+        description="The batch the job's last attempt ran in (its id and size: the billable "
+        "seconds were split among its jobs); null when it ran alone.",
+    )
 
 
 class JobWebhookEvent(BaseModel):

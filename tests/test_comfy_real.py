@@ -236,6 +236,28 @@ def test_bad_input_reports_node_and_input_name(comfy_url: str) -> None:
     asyncio.run(go())
 
 
+def test_malformed_link_is_refused_before_comfyui_sees_it(comfy_url: str) -> None:
+    # A list input is a link to ComfyUI. The 2024 server checks only required inputs, and a
+    # malformed link anywhere else kills its prompt worker; the client refuses it on every
+    # server, names the node and input, and leaves the server working.
+    async def go() -> None:
+        async with ComfyClient(comfy_url) as client:
+            for bad in ([1, 2, 3], ["absent", 0], ["1", -1], ["1", "0"]):
+                graph = txt2img_graph(_seed())
+                graph["2"]["inputs"]["text"] = bad
+                with pytest.raises(ComfyValidationError) as info:
+                    await client.submit(graph, "test-bad-link")
+                (item,) = info.value.node_errors["2"]["errors"]
+                assert item["type"] == "bad_linked_input"
+                assert item["extra_info"]["input_name"] == "text"
+                assert set(info.value.node_errors) == {"2"}
+            assert (await client.queue()).idle
+            result = await client.run(txt2img_graph(_seed()), timeout=120)
+            assert len(result.outputs) == 1
+
+    asyncio.run(go())
+
+
 def test_object_info_lists_synthetic_checkpoint(comfy_url: str) -> None:
     async def go() -> None:
         async with ComfyClient(comfy_url) as client:

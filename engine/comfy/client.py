@@ -341,6 +341,49 @@ def _graph_structure_errors(
     return errors
 
 
+def _link_errors(graph: Mapping[str, Any]) -> dict[str, NodeError]:
+    """Inputs shaped as links that are not `[existing node id, output index]`.
+
+    The 2024 server validates only a node's required inputs; a malformed link in an optional
+    one (a batch's stacked conditionings are optional sockets) reaches its executor, whose
+    KeyError kills the prompt worker and leaves the queue stuck. Refused here, for every
+    server, with the node and input named as ComfyUI's own validation would.
+    """
+    errors: dict[str, NodeError] = {}
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping):
+            continue
+        for name, val in inputs.items():
+            if not isinstance(val, list):
+                continue
+            ok = (
+                len(val) == 2
+                and isinstance(val[0], str | int)
+                and not isinstance(val[0], bool)
+                and str(val[0]) in graph
+                and isinstance(val[1], int)
+                and not isinstance(val[1], bool)
+                and val[1] >= 0
+            )
+            if ok:
+                continue
+            item = _error_item(
+                {
+                    "type": "bad_linked_input",
+                    "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]"
+                    " naming a node of the prompt",
+                    "details": str(name),
+                    "extra_info": {"input_name": str(name), "received_value": val},
+                }
+            )
+            entry = errors.setdefault(
+                str(node_id), {"class_type": _class_type(graph, str(node_id)), "errors": []}
+            )
+            entry["errors"].append(item)
+    return errors
+
+
 class ComfyClient:
     """Async client for one ComfyUI server."""
 
@@ -501,6 +544,13 @@ class ComfyClient:
         `prompt_id` (a UUID) is honoured by current ComfyUI; old servers mint their own, so
         callers must use the id returned.
         """
+        bad_links = _link_errors(graph)
+        if bad_links:
+            raise ComfyValidationError(
+                "Prompt outputs failed validation: bad linked input",
+                bad_links,
+                error_type="prompt_outputs_failed_validation",
+            )
         body: dict[str, Any] = {"prompt": graph, "client_id": client_id}
         if prompt_id is not None:
             body["prompt_id"] = prompt_id

@@ -34,6 +34,11 @@ def job_event_payload(job: Job, now: datetime) -> dict[str, Any]:
             "created_at": job.created_at.isoformat(),
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
             "url": f"/v1/jobs/{job.id}",
+            "batch": (
+                {"id": job.batch_id, "size": job.batch_size}
+                if job.batch_id and job.batch_size
+                else None
+            ),
         },
     }
 

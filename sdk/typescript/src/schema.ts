@@ -1477,6 +1477,8 @@ export interface components {
              * @description The job's path: `GET` it for output URLs signed now.
              */
             url: string;
+            /** @description The batch the job's last attempt ran in (its id and size: the billable seconds were split among its jobs); null when it ran alone. */
+            batch?: components["schemas"]["Batch"] | null;
         };
         /**
          * JobWebhookEvent

@@ -8,8 +8,10 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.job_status import JobStatus
+from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
+    from ..models.batch import Batch
     from ..models.problem import Problem
     from ..models.webhook_output import WebhookOutput
 
@@ -32,6 +34,8 @@ class JobWebhookData:
         created_at (datetime.datetime): When the job was accepted.
         finished_at (datetime.datetime | None): When it reached its terminal state.
         url (str): The job's path: `GET` it for output URLs signed now.
+        batch (Batch | None | Unset): The batch the job's last attempt ran in (its id and size: the billable seconds
+            were split among its jobs); null when it ran alone.
     """
 
     id: str
@@ -44,9 +48,11 @@ class JobWebhookData:
     created_at: datetime.datetime
     finished_at: datetime.datetime | None
     url: str
+    batch: Batch | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.batch import Batch  # noqa: PLC0415
         from ..models.problem import Problem  # noqa: PLC0415
 
         id = self.id
@@ -80,6 +86,14 @@ class JobWebhookData:
 
         url = self.url
 
+        batch: dict[str, Any] | None | Unset
+        if isinstance(self.batch, Unset):
+            batch = UNSET
+        elif isinstance(self.batch, Batch):
+            batch = self.batch.to_dict()
+        else:
+            batch = self.batch
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -96,11 +110,14 @@ class JobWebhookData:
                 "url": url,
             }
         )
+        if batch is not UNSET:
+            field_dict["batch"] = batch
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.batch import Batch  # noqa: PLC0415
         from ..models.problem import Problem  # noqa: PLC0415
         from ..models.webhook_output import WebhookOutput  # noqa: PLC0415
 
@@ -158,6 +175,23 @@ class JobWebhookData:
 
         url = d.pop("url")
 
+        def _parse_batch(data: object) -> Batch | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                batch_type_0 = Batch.from_dict(data)
+
+                return batch_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(Batch | None | Unset, data)
+
+        batch = _parse_batch(d.pop("batch", UNSET))
+
         job_webhook_data = cls(
             id=id,
             object_=object_,
@@ -169,6 +203,7 @@ class JobWebhookData:
             created_at=created_at,
             finished_at=finished_at,
             url=url,
+            batch=batch,
         )
 
         job_webhook_data.additional_properties = d
