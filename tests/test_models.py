@@ -119,3 +119,45 @@ def test_model_status_and_sha256_file(tmp_path: Path) -> None:
     synthetic_sidecar(path).write_text('{"synthetic": true}')
     assert synthetic_sidecar(path).name == "m.safetensors.synthetic.json"
     assert model_status(path, "f" * 64) == "synthetic"
+
+
+_LAYOUT = """
+import json, sys
+from pathlib import Path
+from engine.catalog import synth
+synth._import_comfy(Path(sys.argv[1]))
+import comfy.model_detection
+out = {}
+for kind, cfg in synth.UNET_CONFIGS.items():
+    lay = synth._layout(cfg)
+    det = comfy.model_detection.model_config_from_unet(lay, "model.diffusion_model.")
+    out[kind] = {
+        "unet": sum(t.numel() for k, t in lay.items() if k.startswith("model.diffusion_model.")),
+        "all": sum(t.numel() for t in lay.values()),
+        "detected": type(det).__name__,
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.comfy
+def test_full_size_stand_in_has_the_released_sd15_layout(comfyui_path: Path) -> None:
+    # The GPU benchmark's stand-in (bench/gpu_batching.sh) must cost what SD1.5 costs: the
+    # released UNet has 859,520,964 parameters and the whole checkpoint 1,066,235,307.
+    # Checked on meta tensors (nothing allocated), on the ComfyUI under test.
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAYOUT, str(comfyui_path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sd15_full"] == {"unet": 859_520_964, "all": 1_066_235_307, "detected": "SD15"}
+    assert got["sd15"]["detected"] == "SD15" and got["sd15"]["unet"] < 30_000_000

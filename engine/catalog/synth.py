@@ -62,6 +62,19 @@ TINY_UNET_CONFIG: dict[str, Any] = {
 }
 
 
+# The released SD1.5 UNet (860M parameters): four levels of two res blocks, attention on the
+# first three. Same cost per step as the real checkpoint, for GPU benchmarks (`sd15_full`).
+FULL_UNET_CONFIG: dict[str, Any] = {
+    **TINY_UNET_CONFIG,
+    "image_size": 64,
+    "num_res_blocks": [2, 2, 2, 2],
+    "channel_mult": [1, 2, 4, 4],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+}
+UNET_CONFIGS = {"sd15": TINY_UNET_CONFIG, "sd15_full": FULL_UNET_CONFIG}
+
+
 class SynthError(RuntimeError):
     """The checkpoint generator subprocess failed."""
 
@@ -92,14 +105,14 @@ def _init_tensor(name: str, shape: Sequence[int], gen: Any) -> Any:
     return torch.randn(tuple(shape), generator=gen) * std
 
 
-def _layout() -> dict[str, Any]:
+def _layout(unet: dict[str, Any] = TINY_UNET_CONFIG) -> dict[str, Any]:
     """The checkpoint's tensors as meta tensors: exact names and shapes, nothing allocated."""
     import comfy.sd1_clip
     import comfy.supported_models
     import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    model_config = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG))
+    model_config = comfy.supported_models.SD15(dict(unet))
     ddconfig = {
         "double_z": True,
         "z_channels": 4,
@@ -129,13 +142,13 @@ def _layout() -> dict[str, Any]:
     return layout
 
 
-def build_state_dict(seed: int) -> dict[str, Any]:
+def build_state_dict(seed: int, unet: dict[str, Any] = TINY_UNET_CONFIG) -> dict[str, Any]:
     """Build the checkpoint state dict (original SD key layout, fp16) from ComfyUI's classes."""
     import comfy.model_detection
     import comfy.supported_models
     import torch
 
-    layout = _layout()
+    layout = _layout(unet)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out: dict[str, Any] = {}
     for name in sorted(layout):  # sorted: generation order (hence bytes) independent of dicts
@@ -234,6 +247,8 @@ def build_esrgan_state_dict(seed: int) -> dict[str, Any]:
 KINDS: dict[str, tuple[str, str]] = {
     # kind: (format, architecture)
     "sd15": (SYNTH_FORMAT, "SD1.5 tiny UNet, CLIP-L, VAE"),
+    # Not a catalog kind: `python -m engine.catalog.synth --kind sd15_full` for GPU benchmarks.
+    "sd15_full": ("stencil-sd15-full/1", "SD1.5 full UNet (860M), CLIP-L, VAE"),
     "lora_sd15": ("stencil-lora-sd15/1", f"rank-{LORA_RANK} LoRA over SD1.5 attention"),
     "esrgan": (
         "stencil-esrgan-x2/1",
@@ -251,8 +266,8 @@ def write_checkpoint(out: Path, *, comfyui_path: Path, seed: int, kind: str = "s
     fmt, arch = KINDS[kind]
     torch.manual_seed(seed)
     started = time.monotonic()
-    if kind == "sd15":
-        state = build_state_dict(seed)
+    if kind in UNET_CONFIGS:
+        state = build_state_dict(seed, UNET_CONFIGS[kind])
     elif kind == "lora_sd15":
         state = build_lora_state_dict(seed)
     else:
