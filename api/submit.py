@@ -221,7 +221,7 @@ async def _create(
     if webhook_url:
         await check_webhook_url(services, webhook_url)
     # Cheap early refusals, so a tenant over quota or budget costs no fetch and stores nothing.
-    await services.db.read(lifecycle.admit, principal.tenant_id, services.settings.active_job_quota)
+    await lifecycle.admit(services.db, principal.tenant_id, services.settings.active_job_quota)
     if body.urls:
         await fetch_urls(services, t, body)
     checked = check_media(t, values, body.images)
@@ -242,7 +242,11 @@ async def _create(
 
     for name, img in checked.items():
         key = inputs[name]["key"]
-        if not await asyncio.to_thread(services.storage.exists, key):
+        storage = services.storage
+        have = (
+            storage.exists(key) if storage.local else await asyncio.to_thread(storage.exists, key)
+        )
+        if not have:
             await asyncio.to_thread(services.storage.put, key, img.data, img.content_type)
 
     seed_param = next((n for n, p in t.params.items() if p.random_if_absent), None)

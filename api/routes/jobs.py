@@ -22,7 +22,7 @@ from engine.db.tables import Job
 from engine.errors import Conflict
 from engine.jobs.lifecycle import MAX_WAIT_S, cancel, stream_token, wait_terminal
 from engine.jobs.states import CANCELLED, TERMINAL
-from engine.jobs.store import get_job, list_jobs
+from engine.jobs.store import JobRow, get_job, list_jobs, view_job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -41,7 +41,9 @@ def _secs(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds(), 3) if a and b else None
 
 
-def job_view(job: Job, services: Services, base_url: str, key_id: str | None = None) -> schemas.Job:
+def job_view(
+    job: Job | JobRow, services: Services, base_url: str, key_id: str | None = None
+) -> schemas.Job:
     """A job as the API shows it, with output and event-stream URLs signed now."""
     ttl = services.settings.url_ttl_s
     base = services.settings.public_base_url or base_url
@@ -219,7 +221,7 @@ async def read_job(
     if wait:
         job = await wait_terminal(services.db, principal.tenant_id, job_id, float(wait))
     else:
-        job = await services.db.read(get_job, principal.tenant_id, job_id)
+        job = await services.db.fetch(view_job, principal.tenant_id, job_id)
     return _json(job_view(job, services, str(request.base_url), principal.key_id))
 
 

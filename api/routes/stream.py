@@ -31,7 +31,7 @@ from engine.db.tables import Job
 from engine.errors import TooManyStreams
 from engine.jobs.lifecycle import follow, verify_stream_token
 from engine.jobs.states import QUEUED, RUNNING, TERMINAL
-from engine.jobs.store import get_job
+from engine.jobs.store import JobRow, view_job
 from engine.tenants.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -41,7 +41,7 @@ RETRY_MS = 2000  # the reconnect delay a browser is told to use
 _STEP = 1001  # positions per phase: progress in thousandths, 0..1000
 
 
-def position(job: Job) -> int:
+def position(job: Job | JobRow) -> int:
     """Where a job is in its life, as one integer that only grows.
 
     A job is queued, then runs (attempt n), may be queued again for another attempt, and ends
@@ -143,7 +143,7 @@ async def stream_job_events(
     """Follow a job: its state changes and progress as Server-Sent Events, ending when it is
     done."""
 
-    first = await services.db.read(get_job, principal.tenant_id, job_id)  # a 404 is a problem
+    first = await services.db.fetch(view_job, principal.tenant_id, job_id)  # a 404 is a problem
     after = int(last_event_id) if last_event_id is not None else -1
     if first.status in TERMINAL and after >= position(first):
         return Response(status_code=204)  # type: ignore[return-value]
@@ -163,7 +163,7 @@ async def stream_job_events(
     async def events() -> AsyncIterator[ServerSentEvent]:
         last, last_status = after, None
         retry: int | None = RETRY_MS
-        job: Job
+        job: JobRow
         async for job in follow(
             services.db, principal.tenant_id, job_id, first=first, limit_s=limit_s
         ):

@@ -13,7 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -82,6 +82,11 @@ class Database:
         readers = (
             self.engine.execution_options(stencil_read=True) if self.is_sqlite else self.engine
         )
+        # `fetch`: one statement per call, run without a transaction of its own (no BEGIN and
+        # ROLLBACK around it: on PostgreSQL, two round trips fewer).
+        self._fetch_engine = self.engine.execution_options(
+            **({"stencil_single": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
+        )
         self.readers = sessionmaker(readers, expire_on_commit=False)
         self.events = Events(self)
         self.events.redis_url = redis_url
@@ -143,6 +148,36 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
+    def call_fetch(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`fn(connection, ...)` for one read-only statement, with no ORM session: for the
+        hottest reads (a job by id), which want rows, not objects. On SQLite the statement runs
+        without a BEGIN (a single SELECT is its own snapshot), so `fn` must read once. Retried
+        once after a dropped connection."""
+        for attempt in (1, 2):
+            try:
+                with self._fetch_engine.connect() as c:
+                    return fn(c, *args, **kw)
+            except DBAPIError as e:
+                if attempt == 1 and e.connection_invalidated:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def fetch(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`call_fetch` from async code: inline on SQLite, on a worker thread for PostgreSQL
+        (as `read`)."""
+        if self.is_sqlite:
+            return self.call_fetch(fn, *args, **kw)
+
+        def work() -> T:
+            return self.call_fetch(fn, *args, **kw)
+
+        return await asyncio.to_thread(work)
+
     async def run(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
@@ -184,8 +219,10 @@ class Database:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    read = conn.get_execution_options().get("stencil_read", False)
-    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+    opts = conn.get_execution_options()
+    if opts.get("stencil_single", False):
+        return  # one SELECT (`fetch`): a statement is its own snapshot, no BEGIN needed
+    conn.exec_driver_sql("BEGIN" if opts.get("stencil_read", False) else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

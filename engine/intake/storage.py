@@ -37,6 +37,10 @@ def check_key(key: str) -> str:
 class Storage(Protocol):
     """The storage backend every runner and the API share."""
 
+    # True when `exists` is a local file check (a stat): cheaper on the event loop than the
+    # hop to a thread. A network store (S3) is always reached from a thread.
+    local: bool
+
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store bytes under a key."""
 
@@ -55,6 +59,8 @@ class Storage(Protocol):
 
 class LocalStorage:
     """Files under a folder, served by the API at /v1/files/{key} with an HMAC signature."""
+
+    local = True
 
     def __init__(self, root: Path, secret: bytes, route: str = "/v1/files/") -> None:
         self.root = root
@@ -126,6 +132,8 @@ class LocalStorage:
 
 class S3Storage:
     """An S3-compatible bucket (Cloudflare R2 in production) through boto3."""
+
+    local = False
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.catalog.catalog import Catalog
@@ -25,7 +26,15 @@ from engine.db.tables import Job
 from engine.errors import Unauthorized
 from engine.jobs.events import JOB
 from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
-from engine.jobs.store import claim_job, claim_next, get_job, set_fields_if, transition
+from engine.jobs.store import (
+    JobRow,
+    claim_job,
+    claim_next,
+    get_job,
+    set_fields_if,
+    transition,
+    view_job,
+)
 
 MAX_WAIT_S = 60  # the longest `GET /v1/jobs/{id}?wait=` holds a request
 
@@ -44,7 +53,7 @@ def status_of(s: Session, job_id: str) -> str | None:
     return job.status if job else None
 
 
-async def wait_terminal(db: Database, tenant_id: str, job_id: str, timeout_s: float) -> Job:
+async def wait_terminal(db: Database, tenant_id: str, job_id: str, timeout_s: float) -> JobRow:
     """The tenant's job once it is terminal, or as it is after `timeout_s` seconds.
 
     One read, then one more per state change of this job (pushed, not polled); progress
@@ -52,25 +61,25 @@ async def wait_terminal(db: Database, tenant_id: str, job_id: str, timeout_s: fl
     """
     deadline = time.monotonic() + timeout_s
     with db.events.watch(JOB, job_id) as w:
-        job = await db.read(get_job, tenant_id, job_id)
+        job = await db.fetch(view_job, tenant_id, job_id)
         while job.status not in TERMINAL:
             left = deadline - time.monotonic()
             if left <= 0 or not await w.wait(left):
                 break
             if any(c.status in TERMINAL or c.status is None for c in w.drain()):
-                job = await db.read(get_job, tenant_id, job_id)
+                job = await db.fetch(view_job, tenant_id, job_id)
         return job
 
 
 async def follow(
-    db: Database, tenant_id: str, job_id: str, *, first: Job, limit_s: float
-) -> AsyncIterator[Job]:
+    db: Database, tenant_id: str, job_id: str, *, first: JobRow, limit_s: float
+) -> AsyncIterator[JobRow]:
     """The job as it is now, then again after each change, until it is terminal (or
     `limit_s` passes). One read per change, none per interval."""
     deadline = time.monotonic() + limit_s
     with db.events.watch(JOB, job_id) as w:
         # What changed between the caller's read and this watch is picked up by one more read.
-        job = await db.read(get_job, tenant_id, job_id) if first.status not in TERMINAL else first
+        job = await db.fetch(view_job, tenant_id, job_id) if first.status not in TERMINAL else first
         while True:
             yield job
             if job.status in TERMINAL:
@@ -80,37 +89,51 @@ async def follow(
                 return
             if await w.wait(min(left, 15.0)):
                 w.drain()
-                job = await db.read(get_job, tenant_id, job_id)
+                job = await db.fetch(view_job, tenant_id, job_id)
 
 
 # ---- the customer's transitions ------------------------------------------------------------
 
 
-def admit(s: Session, tenant_id: str, default_quota: int) -> None:
-    """The cheap refusals before any work (a fetch, a render, a stored input): the tenant's
-    active-job quota (429) and monthly budget (402). `create` checks the quota again, under
-    the tenant's lock, as it stores the job."""
-    from sqlalchemy import func, select
+def _admission(c: Connection, tenant_id: str) -> tuple[int | None, int, bool]:
+    """The tenant's own quota, its active jobs and whether it has a budget: one statement."""
+    from sqlalchemy import String, bindparam, exists, func, select
 
-    from engine.billing.budgets import check_budget
-    from engine.db.tables import Tenant
-    from engine.errors import QuotaExceeded
+    from engine.db.tables import Tenant, TenantBudget
     from engine.jobs.states import ACTIVE
 
-    own = s.scalar(select(Tenant.active_job_quota).where(Tenant.id == tenant_id))
+    t = bindparam("tenant_id", type_=String())
+    row = c.execute(
+        select(
+            select(Tenant.active_job_quota).where(Tenant.id == t).scalar_subquery(),
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == t, Job.status.in_(ACTIVE))
+            .scalar_subquery(),
+            exists().where(TenantBudget.tenant_id == t),
+        ),
+        {"tenant_id": tenant_id},
+    ).one()
+    return row[0], int(row[1] or 0), bool(row[2])
+
+
+async def admit(db: Database, tenant_id: str, default_quota: int) -> None:
+    """The cheap refusals before any work (a fetch, a render, a stored input): the tenant's
+    active-job quota (429) and monthly budget (402). One statement for a tenant without a
+    budget; `create` checks the quota again, under the tenant's lock, as it stores the job."""
+    from engine.billing.budgets import check_budget
+    from engine.errors import QuotaExceeded
+
+    own, active, budgeted = await db.fetch(_admission, tenant_id)
     quota = own if own is not None else default_quota
-    active = s.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
-    )
-    if int(active or 0) >= quota:
+    if active >= quota:
         raise QuotaExceeded(
             f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
             extra={"limit": quota},
             headers={"Retry-After": "5"},
         )
-    check_budget(s, tenant_id)
+    if budgeted:
+        await db.read(check_budget, tenant_id)
 
 
 @dataclass(frozen=True)
