@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from api import schemas
 from api.deps import PrincipalDep, ServicesDep
@@ -12,7 +13,7 @@ from api.edge import TemplateNamePath
 from api.openapi import problems
 from api.services import Services
 from engine.billing.pricing import rate_for
-from engine.billing.usage import estimate
+from engine.billing.usage import Estimate, estimate
 from engine.catalog.catalog import Template
 from engine.catalog.params import operation_id, params_json_schema
 from engine.errors import NotFound
@@ -20,10 +21,13 @@ from engine.errors import NotFound
 router = APIRouter(prefix="/v1", tags=["templates"])
 
 
-def estimate_view(services: Services, t: Template) -> schemas.Estimate:
+def _estimates(s: Session, templates: Sequence[Template]) -> dict[tuple[str, int], Estimate]:
+    """Each template's measured cost and run time, from the ledger, in one read."""
+    return {(t.name, t.major): estimate(s, t.name, t.major) for t in templates}
+
+
+def estimate_view(e: Estimate) -> schemas.Estimate:
     """p50/p95 cost and run time of the template's recent succeeded jobs, or no data yet."""
-    with services.db.session() as s:
-        e = estimate(s, t.name, t.major)
     return schemas.Estimate(
         sample_size=e.sample_size,
         note=f"measured over the last {e.sample_size} succeeded jobs"
@@ -36,8 +40,8 @@ def estimate_view(services: Services, t: Template) -> schemas.Estimate:
     )
 
 
-def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
-    """A template as the API shows it (reads the ledger: call it off the event loop)."""
+def template_info(services: Services, t: Template, e: Estimate) -> schemas.TemplateInfo:
+    """A template as the API shows it, with its estimate `e` (see `_estimates`)."""
     gpu = services.catalog.gpu_classes[t.gpu_class]
     model = services.request_models[(t.name, t.major)]
     nxt = services.catalog.successor(t)
@@ -50,7 +54,7 @@ def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
         gpu_class=t.gpu_class,
         gpu=gpu.gpu,
         usd_per_second=str(rate_for(services.catalog, t.gpu_class).usd_per_second),
-        estimate=estimate_view(services, t),
+        estimate=estimate_view(e),
         params=schemas.ParamsSchema.model_validate(params_json_schema(model)),
         operation_id=operation_id(t),
         deprecated=t.deprecated is not None,
@@ -69,10 +73,11 @@ def template_info(services: Services, t: Template) -> schemas.TemplateInfo:
 async def list_templates(_: PrincipalDep, services: ServicesDep) -> schemas.TemplateList:
     """Every template this API serves, with measured cost and run-time estimates."""
 
-    def load() -> list[schemas.TemplateInfo]:
-        return [template_info(services, t) for t in services.catalog.templates]
-
-    return schemas.TemplateList(data=await asyncio.to_thread(load))
+    templates = services.catalog.templates
+    measured = await services.db.read(_estimates, templates)
+    return schemas.TemplateList(
+        data=[template_info(services, t, measured[(t.name, t.major)]) for t in templates]
+    )
 
 
 @router.get(
@@ -89,4 +94,5 @@ async def get_template(
     t = services.catalog.get(name)
     if t is None:
         raise NotFound(f"No template {name}.")
-    return await asyncio.to_thread(template_info, services, t)
+    measured = await services.db.read(_estimates, [t])
+    return template_info(services, t, measured[(t.name, t.major)])

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api import schemas
 from api.deps import AdminDep, PrincipalDep, ServicesDep
 from api.edge import EndQuery, StartQuery, TenantFilter
 from api.openapi import problems
-from api.services import Services
 from engine.billing.budgets import budget_status
 from engine.billing.usage import GroupBy, UsageRow, totals, usage
 from engine.db.tables import Tenant
@@ -47,16 +46,15 @@ def _group(r: UsageRow) -> schemas.UsageGroup:
 
 
 def _report(
-    services: Services,
+    s: Session,
     start: datetime,
     end: datetime,
     group_by: GroupBy,
     tenant_id: str | None,
     tenant_name: str | None,
 ) -> schemas.Usage:
-    with services.db.session() as s:
-        rows = usage(s, start=start, end=end, group_by=group_by, tenant_id=tenant_id)
-        status = budget_status(s, tenant_id) if tenant_id else None
+    rows = usage(s, start=start, end=end, group_by=group_by, tenant_id=tenant_id)
+    status = budget_status(s, tenant_id) if tenant_id else None
     return schemas.Usage(
         start=start,
         end=end,
@@ -87,8 +85,8 @@ async def get_usage(
     """Your tenant's jobs, billable seconds and USD per group, from the usage ledger."""
     s, e = resolve_range(start, end)
     grouping: GroupBy = group_by.value
-    return await asyncio.to_thread(
-        _report, services, s, e, grouping, principal.tenant_id, principal.tenant_name
+    return await services.db.read(
+        _report, s, e, grouping, principal.tenant_id, principal.tenant_name
     )
 
 
@@ -116,14 +114,13 @@ async def get_admin_usage(
     s, e = resolve_range(start, end)
     tenant_id: str | None = None
     if tenant is not None:
-        tenant_id = await asyncio.to_thread(_tenant_id, services, tenant)
+        tenant_id = await services.db.read(_tenant_id, tenant)
     grouping: GroupBy = group_by.value
-    return await asyncio.to_thread(_report, services, s, e, grouping, tenant_id, tenant)
+    return await services.db.read(_report, s, e, grouping, tenant_id, tenant)
 
 
-def _tenant_id(services: Services, name: str) -> str:
-    with services.db.session() as s:
-        tid = s.scalar(select(Tenant.id).where(Tenant.name == name))
+def _tenant_id(s: Session, name: str) -> str:
+    tid = s.scalar(select(Tenant.id).where(Tenant.name == name))
     if tid is None:
         raise NotFound(f"No tenant {name}.")
     return tid

@@ -114,7 +114,6 @@ class Events:
             str, list[tuple[asyncio.AbstractEventLoop, Callable[[Change], None]]]
         ] = defaultdict(list)
         self._lock = threading.Lock()  # watches and callbacks are read from commit threads
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
         self._redis_lock = threading.Lock()
@@ -199,18 +198,12 @@ class Events:
             _call_on(loop, running, self._callback, fn, change)
         self.delivered += 1
 
-    _deliver = deliver
-
     @staticmethod
     def _callback(fn: Callable[[Change], None], change: Change) -> None:
         try:
             fn(change)
         except Exception:
             log.exception("a change callback failed")
-
-    def bind(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Note the event loop this process serves on (where listeners run)."""
-        self._loop = loop or asyncio.get_running_loop()
 
     def on(self, topic: str, fn: Callable[[Change], None]) -> None:
         """Call `fn` on the calling event loop for every change of `topic` (and every
@@ -245,7 +238,6 @@ class Events:
 
     async def start(self) -> None:
         """Listen for other processes' changes, and run the periodic check."""
-        self.bind()
         check_interval_s = self.check_interval_s
         self._connected = asyncio.Event()
         listen = {"postgres": self._listen_postgres, "redis": self._listen_redis}.get(
@@ -287,7 +279,7 @@ class Events:
             log.warning("ignored a malformed change notification")
             return
         if origin != self.origin:  # our own were delivered at commit
-            self._deliver(change)
+            self.deliver(change)
 
     def _resync(self) -> None:
         """After a gap in listening: every watcher re-reads (changes may have been missed)."""
@@ -355,7 +347,7 @@ class Events:
             await asyncio.sleep(interval_s)
             try:
                 for c in await asyncio.to_thread(self.check_once):
-                    self._deliver(c)
+                    self.deliver(c)
             except asyncio.CancelledError:
                 raise
             except Exception:

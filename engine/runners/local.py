@@ -116,7 +116,7 @@ class LocalRunner(Runner):
     async def _take_one(self, changes: Watch) -> None:
         while True:
             try:
-                job = await asyncio.to_thread(self._claim)
+                job = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
                 break
             except Exception:
                 log.exception("claiming a job failed; retrying")
@@ -148,9 +148,6 @@ class LocalRunner(Runner):
         finally:
             for j in batch:
                 self._running.pop(j, None)
-
-    def _claim(self) -> str | None:
-        return self.db.call(lifecycle.claim, self.ctx.worker_id, self.name)
 
     async def _claim_batch(self, first: str) -> list[str]:
         """Jobs to run with the claimed `first`: same-key queued jobs, claimed as they come.
