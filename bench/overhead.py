@@ -1,6 +1,6 @@
 """Stencil's overhead over raw ComfyUI: the same small txt2img graph both ways, interleaved.
 
-    .venv/bin/python bench/overhead.py [--jobs 20] [--follow sse|wait|poll] [--steps 2]
+    .venv/bin/python bench/overhead.py [--jobs 20] [--follow sse|wait|poll] [--steps 2] [--stages]
 
 Starts one ComfyUI (CPU) on the synthetic checkpoint and one Stencil API process (uvicorn on
 loopback, SQLite, local storage, the local runner) on that same ComfyUI. Each round:
@@ -12,7 +12,9 @@ loopback, SQLite, local storage, the local runner) on that same ComfyUI. Each ro
 
 Rounds interleave, each side going first in every other round, so background load and a
 warmer engine favour neither; seeds vary, since ComfyUI caches an identical graph.
-Prints p50 and p95 of raw, Stencil, and the per-round difference.
+Prints p50 and p95 of raw, Stencil, and the per-round difference. `--stages` also times the
+server's own steps (database calls by function, ComfyUI calls, storage writes, the submit)
+with wrappers installed around them, and prints each one's calls per job and p50.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,62 @@ from tests.helpers import serve  # noqa: E402
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
+class Stages:
+    """Server-side time per step, measured by wrapping the engine's own calls (`--stages`).
+
+    Only calls made off the main thread count: the API is served on its own thread, and the
+    raw client's ComfyUI calls run on the main one.
+    """
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+    def _note(self, label: str, t0: float) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.samples[label].append(time.perf_counter() - t0)
+
+    def wrap(self, owner: Any, name: str, label: str, by_fn: bool = False) -> None:
+        orig: Callable[..., Any] = getattr(owner, name)
+        note = self._note
+
+        async def timed(*args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await orig(*args, **kw)
+            finally:
+                fn = args[1] if by_fn and len(args) > 1 else None
+                note(f"{label} {getattr(fn, '__name__', '')}".strip(), t0)
+
+        setattr(owner, name, timed)
+
+    def install(self) -> None:
+        import api.routes.jobs
+        from engine.db.database import Database
+        from engine.intake.storage import LocalStorage
+
+        for name in ("run", "read", "fetch"):
+            self.wrap(Database, name, f"db.{name}", by_fn=True)
+        for name in ("submit", "run", "view"):
+            self.wrap(ComfyClient, name, f"comfy.{name}")
+        self.wrap(api.routes.jobs, "submit", "POST handler: submit")
+        put = LocalStorage.put
+        note = self._note
+
+        def timed_put(*args: Any, **kw: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                put(*args, **kw)
+            finally:
+                note("storage.put", t0)
+
+        LocalStorage.put = timed_put  # type: ignore[method-assign]
+
+    def report(self, jobs: int) -> None:
+        print("  server-side steps (calls per job, p50 per call):")
+        for label, xs in sorted(self.samples.items(), key=lambda kv: -statistics.median(kv[1])):
+            print(f"    {label:<34} {len(xs) / jobs:5.1f} x {statistics.median(xs) * 1000:8.2f} ms")
+
+
 def pct(xs: list[float], q: float) -> float:
     """The q-quantile (0..1) of xs, nearest rank."""
     s = sorted(xs)
@@ -54,7 +115,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--follow", choices=["sse", "wait", "poll"], default="sse")
+    ap.add_argument("--stages", action="store_true", help="time the server's own steps")
     a = ap.parse_args()
+    stages = Stages() if a.stages else None
+    if stages is not None:
+        stages.install()
     with tempfile.TemporaryDirectory() as tmp:
         proc = ComfyProcess(
             ROOT / ".stencil" / "comfyui",
@@ -69,6 +134,8 @@ def main() -> None:
         asyncio.run(start())
         try:
             run(proc.base_url, a, Path(tmp) / "home")
+            if stages is not None:
+                stages.report(a.jobs + 2)
         finally:
             proc.close()
 

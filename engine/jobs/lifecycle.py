@@ -188,9 +188,9 @@ def cancel(s: Session, tenant_id: str, job_id: str) -> tuple[Job, str]:
 
 
 def claim(s: Session, worker_id: str, runner: str) -> str | None:
-    """The id of the oldest queued job for this runner, now running here; None if none."""
-    job = claim_next(s, worker_id, runner)
-    return job.id if job else None
+    """The id of the oldest queued job for this runner, now running here; None if none (the
+    worker reads the job itself, once)."""
+    return claim_next(s, worker_id, runner)
 
 
 def claim_one(s: Session, job_id: str, worker_id: str) -> Job | None:

@@ -163,8 +163,8 @@ def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
     return changed
 
 
-def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:
-    """Take the oldest queued job for this runner (CAS queued -> running)."""
+def claim_next(s: Session, worker_id: str, runner: str) -> str | None:
+    """Take the oldest queued job for this runner (CAS queued -> running); its id."""
     for _ in range(5):
         job_id = s.scalar(
             select(Job.id)
@@ -174,16 +174,14 @@ def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:
         )
         if job_id is None:
             return None
-        job = claim_job(s, job_id, worker_id)
-        if job is not None:
-            return job
+        if _take(s, job_id, worker_id):
+            return job_id
     raise Conflict("could not claim a job")
 
 
-def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
-    """Take one specific queued job (CAS queued -> running); None if it is not queued."""
+def _take(s: Session, job_id: str, worker_id: str) -> bool:
     now = utcnow()
-    if not transition(
+    return transition(
         s,
         job_id,
         [QUEUED],
@@ -193,7 +191,12 @@ def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
         worker_id=worker_id,
         attempts=Job.attempts + 1,
         progress=0.0,
-    ):
+    )
+
+
+def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
+    """Take one specific queued job (CAS queued -> running); None if it is not queued."""
+    if not _take(s, job_id, worker_id):
         return None
     s.flush()
     return s.get(Job, job_id, populate_existing=True)
