@@ -36,6 +36,9 @@ from engine.jobs.store import (
     view_job,
 )
 
+# The worker's look at the queue before it claims, re-exported for the runners.
+from engine.jobs.store import any_queued as any_queued
+
 MAX_WAIT_S = 60  # the longest `GET /v1/jobs/{id}?wait=` holds a request
 
 

@@ -163,6 +163,19 @@ def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
     return changed
 
 
+_FOR_RUNNER = select(_JOBS.c.id).where(
+    _JOBS.c.status == QUEUED,
+    or_(_JOBS.c.runner == bindparam("runner"), _JOBS.c.runner.is_(None)),
+)
+_ANY_QUEUED = select(_FOR_RUNNER.exists())
+
+
+def any_queued(c: Connection, runner: str) -> bool:
+    """Whether a job waits for this runner: one read, so an idle worker's look at an empty
+    queue takes no write lock (the claim transaction does)."""
+    return bool(c.execute(_ANY_QUEUED, {"runner": runner}).scalar())
+
+
 def claim_next(s: Session, worker_id: str, runner: str) -> str | None:
     """Take the oldest queued job for this runner (CAS queued -> running); its id."""
     for _ in range(5):

@@ -116,7 +116,11 @@ class LocalRunner(Runner):
     async def _take_one(self, changes: Watch) -> None:
         while True:
             try:
-                job = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
+                # Look before taking the write lock: `changes` is already watching, so a job
+                # queued after this read still wakes the wait below.
+                job: str | None = None
+                if await self.db.fetch(lifecycle.any_queued, self.name):
+                    job = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
                 break
             except Exception:
                 log.exception("claiming a job failed; retrying")
