@@ -15,6 +15,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -288,6 +289,83 @@ def requeue(s: Session, job: Job, charge: Charge) -> bool:
         gpu_type=charge.gpu_type,
     )
     return True
+
+
+def rerun_in_batch(s: Session, job: Job, charge: Charge) -> bool:
+    """A batch's lost attempt, for a job that broke nothing: charged to the platform, and the
+    job's next attempt opened in place (it stays running, to run again without the culprit)."""
+    from engine.billing.ledger import PLATFORM, RETRIED, settle
+
+    if not set_fields_if(
+        s, job.id, RUNNING, attempts=job.attempts + 1, progress=0.0, heartbeat_at=utcnow()
+    ):
+        return False
+    settle(
+        s,
+        job,
+        catalog=charge.catalog,
+        attempt=charge.attempt,
+        metering=charge.metering,
+        payer=PLATFORM,
+        outcome=RETRIED,
+        gpu_type=charge.gpu_type,
+    )
+    return True
+
+
+def redispatched(s: Session, job_id: str, call_id: str) -> bool:
+    """Record the new call id of a queued job a runner dispatched again."""
+    return set_fields_if(s, job_id, QUEUED, call_id=call_id)
+
+
+# ---- the supervisor's transitions ----------------------------------------------------------
+
+
+def expire(s: Session, job_id: str, was: str, error: dict[str, Any], now: datetime) -> bool:
+    """Fail a job past its queue (`was` queued) or run (`was` running) limit."""
+    from engine.jobs.states import FAILED
+
+    return transition(s, job_id, [was], FAILED, error=error, finished_at=now)
+
+
+def recover_lost(
+    s: Session,
+    job: Job,
+    *,
+    catalog: Catalog,
+    error: dict[str, Any],
+    max_attempts: int,
+    now: datetime,
+) -> str | None:
+    """A running job whose worker stopped beating: queued again while it has attempts left,
+    failed otherwise, and the lost attempt charged to the platform from database times.
+
+    Returns `requeued` or `worker_lost`, or None when the job moved meanwhile.
+    """
+    from engine.billing.ledger import PLATFORM, RETRIED, settle, wall_clock_metering
+    from engine.jobs.states import FAILED
+
+    lost = wall_clock_metering(job)
+    if job.attempts < max_attempts and transition(
+        s, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
+    ):
+        outcome, what = RETRIED, "requeued"
+    elif transition(s, job.id, [RUNNING], FAILED, error=error, finished_at=now, metering=lost):
+        outcome, what = FAILED, "worker_lost"
+    else:
+        return None
+    # The lost attempt's wall-clock time is the platform's, never the tenant's.
+    settle(
+        s,
+        job,
+        catalog=catalog,
+        attempt=job.attempts,
+        metering=lost,
+        payer=PLATFORM,
+        outcome=outcome,
+        now=now,
+    )
+    return what
 
 
 # ---- signed stream URLs (a browser's EventSource cannot send Authorization) ------------------

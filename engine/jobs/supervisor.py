@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from engine.billing.ledger import PLATFORM, RETRIED, settle, settle_leftovers, wall_clock_metering
+from engine.billing.ledger import settle_leftovers
 from engine.catalog.catalog import Catalog
 from engine.db.database import Database, utcnow
 from engine.db.tables import Job
 from engine.errors import JobTimedOut, WorkerLost, problem_of
-from engine.jobs.states import FAILED, QUEUED, RUNNING
-from engine.jobs.store import transition
+from engine.jobs import lifecycle
+from engine.jobs.states import QUEUED, RUNNING
 
 log = logging.getLogger("stencil.supervisor")
 
@@ -56,7 +56,7 @@ def sweep(
             if job.status == QUEUED and job.created_at < now - timedelta(seconds=max_queue):
                 err = problem_of(JobTimedOut(f"the job waited in the queue over {max_queue} s"))
                 err["platform_fault"] = True
-                if transition(s, job.id, [QUEUED], FAILED, error=err, finished_at=now):
+                if lifecycle.expire(s, job.id, QUEUED, err, now):
                     actions.append(Action(job.id, "queue_timeout", job.call_id))
             elif job.status == RUNNING:
                 started = job.started_at or job.created_at
@@ -65,38 +65,18 @@ def sweep(
                 if started < now - timedelta(seconds=max_run + 30):
                     err = problem_of(JobTimedOut(f"the job ran over its limit of {max_run} s"))
                     err["platform_fault"] = False
-                    if transition(s, job.id, [RUNNING], FAILED, error=err, finished_at=now):
+                    if lifecycle.expire(s, job.id, RUNNING, err, now):
                         actions.append(Action(job.id, "run_timeout", job.call_id))
                 elif beat < now - timedelta(seconds=heartbeat_timeout_s):
-                    lost = wall_clock_metering(job)
-                    if job.attempts < max_attempts and transition(
-                        s, job.id, [RUNNING], QUEUED, started_at=None, worker_id=None, progress=0.0
-                    ):
-                        outcome, what = RETRIED, "requeued"
-                    else:
-                        err = problem_of(
-                            WorkerLost(
-                                f"no heartbeat from the worker for {heartbeat_timeout_s:.0f} s"
-                            )
-                        )
-                        err["platform_fault"] = True
-                        if not transition(
-                            s, job.id, [RUNNING], FAILED, error=err, finished_at=now, metering=lost
-                        ):
-                            continue
-                        outcome, what = FAILED, "worker_lost"
-                    # The lost attempt's wall-clock time is the platform's, never the tenant's.
-                    settle(
-                        s,
-                        job,
-                        catalog=catalog,
-                        attempt=job.attempts,
-                        metering=lost,
-                        payer=PLATFORM,
-                        outcome=outcome,
-                        now=now,
+                    err = problem_of(
+                        WorkerLost(f"no heartbeat from the worker for {heartbeat_timeout_s:.0f} s")
                     )
-                    actions.append(Action(job.id, what, job.call_id))
+                    err["platform_fault"] = True
+                    what = lifecycle.recover_lost(
+                        s, job, catalog=catalog, error=err, max_attempts=max_attempts, now=now
+                    )
+                    if what is not None:
+                        actions.append(Action(job.id, what, job.call_id))
     grace = settle_grace_s if settle_grace_s is not None else heartbeat_timeout_s + 15
     for charge in settle_leftovers(db, catalog, grace_s=grace, now=now):
         actions.append(Action(charge.job_id, "settled"))

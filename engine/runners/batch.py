@@ -23,9 +23,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from engine.billing.ledger import PLATFORM, RETRIED, settle
 from engine.billing.metering import PromptMeter, split_batch
 from engine.catalog.catalog import Batching, Catalog, Template
 from engine.comfy import (
@@ -41,7 +38,6 @@ from engine.db.tables import Job
 from engine.errors import EngineUnavailable, ExecutionFailed, JobTimedOut
 from engine.jobs import lifecycle
 from engine.jobs.states import CANCELLED, RUNNING, SUCCEEDED
-from engine.jobs.store import set_fields_if
 from engine.metrics import observe_attempt
 from engine.runners.batching import BatchRefused, batch_key, build_batch
 from engine.runners.outputs import encode_output, output_choice
@@ -189,25 +185,6 @@ def _culprits(batch: _Batch, node_ids: Iterable[str]) -> set[int]:
     return out
 
 
-def _rerun(s: Session, job: Job, charge: lifecycle.Charge) -> bool:
-    """Charge a lost batch attempt to the platform and open the job's next attempt in place."""
-    if not set_fields_if(
-        s, job.id, RUNNING, attempts=job.attempts + 1, progress=0.0, heartbeat_at=utcnow()
-    ):
-        return False
-    settle(
-        s,
-        job,
-        catalog=charge.catalog,
-        attempt=charge.attempt,
-        metering=charge.metering,
-        payer=PLATFORM,
-        outcome=RETRIED,
-        gpu_type=charge.gpu_type,
-    )
-    return True
-
-
 async def _alone(
     ctx: WorkerContext, jobs: Sequence[Job], cancels: Mapping[str, asyncio.Event]
 ) -> dict[str, str]:
@@ -232,7 +209,7 @@ async def _isolate(
         if i in bad:
             continue
         metering = m.metering()
-        if await batch.ctx.db.run(_rerun, m.job, m.charge(metering)):
+        if await batch.ctx.db.run(lifecycle.rerun_in_batch, m.job, m.charge(metering)):
             observe_attempt(m.job.template, metering)
             again.append(m.job.id)
         else:  # cancelled meanwhile: settle what it used

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from engine.catalog.catalog import Catalog
 from engine.db.database import Database, utcnow
 from engine.db.tables import Job
+from engine.jobs import lifecycle
 from engine.jobs.states import QUEUED
-from engine.jobs.store import set_fields_if
 from engine.jobs.supervisor import Action, sweep
 from engine.runners.base import Runner
 from engine.runners.batch import batch_terms, batcher_cls_name
@@ -225,8 +225,7 @@ class ModalRunner(Runner):
             return job.call_id if job is not None else None
 
     def _save_call_id(self, job_id: str, call_id: str) -> None:
-        with self.db.session() as s:
-            set_fields_if(s, job_id, QUEUED, call_id=call_id)
+        self.db.call(lifecycle.redispatched, job_id, call_id)
 
     def _queued_gpu_class(self, job_id: str) -> str | None:
         with self.db.session() as s:
