@@ -105,6 +105,13 @@ def _terminal_count(db: Database) -> int:
         )
 
 
+def _running_count(db: Database) -> int:
+    with db.session() as s:
+        return int(
+            s.scalar(select(func.count()).select_from(Job).where(Job.status == "running")) or 0
+        )
+
+
 @pytest.mark.load
 @pytest.mark.comfy
 @pytest.mark.postgres
@@ -172,6 +179,9 @@ def _load(
         wait_until(
             lambda at=at: _terminal_count(db) >= int(total * at), timeout=stop_at - time.monotonic()
         )
+        # Strike while a job runs: the paced load leaves ComfyUI idle between jobs now and then,
+        # and a fault in such a gap would cost no attempt and prove nothing.
+        wait_until(lambda: _running_count(db) >= 1, timeout=stop_at - time.monotonic(), every=0.05)
         comfy = _comfy(served)
         if fault == "comfy":
             os.kill(comfy, signal.SIGKILL)  # the API's supervisor restarts it
