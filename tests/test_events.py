@@ -284,6 +284,52 @@ def test_database_round_trips_of_the_hot_routes(
     assert post_sql.count("BEGIN") == 2, post_sql
 
 
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """A job's view without what is signed anew on every read."""
+    return {k: v for k, v in body.items() if k not in ("events_url", "outputs")}
+
+
+def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_route(
+    api: TestClient, new_key: Callable[[str], Headers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /v1/jobs/{id}` with no query string takes the route's fast path; anything else
+    (here `?wait=0`, a malformed id) goes through FastAPI's full handler. Both give the same
+    answers and the same errors."""
+    import fastapi.routing
+
+    solved: list[str] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        solved.append(kw["request"].url.path)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    h, other = new_key("acme"), new_key("globex")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    solved.clear()
+    fast = api.get(f"/v1/jobs/{job['id']}", headers=h)
+    assert solved == [], "the plain read went through the dependency solver"
+    full = api.get(f"/v1/jobs/{job['id']}?wait=0", headers=h)
+    assert solved, "a read with a query string should take the full route"
+    assert fast.status_code == full.status_code == 200
+    assert _comparable(fast.json()) == _comparable(full.json())
+    assert fast.headers["content-type"] == full.headers["content-type"]
+    assert fast.headers["ratelimit-limit"] == full.headers["ratelimit-limit"]
+    # The same refusals either way: another tenant's job, a missing key, an unknown key.
+    for headers, status in ((other, 404), ({}, 401), ({"Authorization": "Bearer sk_nope"}, 401)):
+        a = api.get(f"/v1/jobs/{job['id']}", headers=headers)
+        b = api.get(f"/v1/jobs/{job['id']}?wait=0", headers=headers)
+        assert a.status_code == b.status_code == status
+        assert a.json() == b.json()
+        assert a.headers.get("www-authenticate") == b.headers.get("www-authenticate")
+    # An id the declaration refuses is refused by the full route, field named.
+    solved.clear()
+    bad = api.get("/v1/jobs/job_x%0A", headers=h)
+    assert solved and bad.status_code == 422
+    assert [e["field"] for e in bad.json()["errors"]] == ["job_id"]
+
+
 def test_a_connection_the_server_dropped_is_replaced_without_an_error(
     api: TestClient, new_key: Callable[[str], Headers], db_url: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -11,20 +12,23 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 
 from api import schemas
-from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep
+from api.deps import IdempotencyKeyHeader, PrincipalDep, ServicesDep, authenticate_request
 from api.edge import CursorQuery, JobIdPath, TemplateFilter
+from api.fastpath import FastPathRoute, fast_path
 from api.openapi import deprecation_headers, header, problems
 from api.services import Services
 from api.submit import submit
 from engine.catalog.catalog import Template
 from engine.catalog.params import operation_id
+from engine.db.bounds import ID_PATTERN
 from engine.db.tables import Job
 from engine.errors import Conflict
 from engine.jobs.lifecycle import MAX_WAIT_S, cancel, stream_token, wait_terminal
 from engine.jobs.states import CANCELLED, TERMINAL
 from engine.jobs.store import JobRow, get_job, list_jobs, view_job
+from engine.tenants.keys import Principal
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=FastPathRoute)
 
 JOB_404 = "No such job for this tenant."
 JOB_PROBLEMS = problems({404: JOB_404})
@@ -194,6 +198,28 @@ def _add_template_route(
     )
 
 
+_JOB_ID = re.compile(ID_PATTERN)
+
+
+async def _plain_read(request: Request) -> Response | None:
+    """`GET /v1/jobs/{id}` with a well-formed id and no query string, answered without the
+    dependency solver (the route's fast path); None sends any other request the full way."""
+    job_id = request.path_params.get("job_id", "")
+    if request.scope.get("query_string") or not _JOB_ID.fullmatch(job_id):
+        return None
+    principal = await authenticate_request(request)
+    return await _read(request, principal, job_id, 0)
+
+
+async def _read(request: Request, principal: Principal, job_id: str, wait: int) -> Response:
+    services: Services = request.app.state.services
+    if wait:
+        job = await wait_terminal(services.db, principal.tenant_id, job_id, float(wait))
+    else:
+        job = await services.db.fetch(view_job, principal.tenant_id, job_id)
+    return _json(job_view(job, services, str(request.base_url), principal.key_id))
+
+
 @router.get(
     "/jobs/{job_id}",
     response_model=schemas.Job,
@@ -201,11 +227,11 @@ def _add_template_route(
     response_description="The job.",
     responses=JOB_PROBLEMS,
 )
+@fast_path(_plain_read)
 async def read_job(
     job_id: JobIdPath,
     request: Request,
     principal: PrincipalDep,
-    services: ServicesDep,
     wait: Annotated[
         int,
         Query(
@@ -218,11 +244,7 @@ async def read_job(
 ) -> Response:
     """Read a job: status, progress, timings and freshly signed output URLs; with `wait`, once
     it is done (a long poll, answered the moment it finishes)."""
-    if wait:
-        job = await wait_terminal(services.db, principal.tenant_id, job_id, float(wait))
-    else:
-        job = await services.db.fetch(view_job, principal.tenant_id, job_id)
-    return _json(job_view(job, services, str(request.base_url), principal.key_id))
+    return await _read(request, principal, job_id, wait)
 
 
 @router.get(

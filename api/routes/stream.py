@@ -23,7 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from api import schemas
-from api.deps import ServicesDep, _bearer, get_principal, rate_limit
+from api.deps import ServicesDep, _bearer, authenticate, rate_limit
 from api.edge import JobIdPath
 from api.openapi import problems
 from api.routes.jobs import JOB_404, job_view
@@ -83,7 +83,7 @@ async def stream_principal(
 ) -> Principal:
     """The bearer key's principal, or the one a signed stream token names."""
     if token is None or creds is not None:
-        return await get_principal(request, services, creds)
+        return await authenticate(request, services, creds)
     # The path's job id is validated by the route itself (one error, not two, when it is bad).
     job_id = str(request.path_params.get("job_id", ""))
     tenant_id, key_id = verify_stream_token(services.settings.signing_secret(), token, job_id)

@@ -4,9 +4,10 @@ helpers every part shares."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -88,6 +89,16 @@ class Database:
             **({"stencil_single": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
         )
         self.readers = sessionmaker(readers, expire_on_commit=False)
+        # SQLite has one writer at a time. The process's own writers queue here, handed the
+        # turn the moment the last one commits, rather than in SQLite's busy handler, which
+        # sleeps between retries (up to 100 ms a sleep: the tail of every contended submit).
+        # Another process's writer is still waited for by the busy handler.
+        self._writer: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
+        self._held = threading.local()  # `fetch`'s connection, one per thread
+        self._held_all: list[Connection] = []
+        self._held_lock = threading.Lock()
         self.events = Events(self)
         self.events.redis_url = redis_url
         event.listen(self.sessions, "before_commit", self.events.before_commit)
@@ -105,7 +116,7 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: commit on success, roll back on error."""
-        with self.sessions() as s, s.begin():
+        with self._writer, self.sessions() as s, s.begin():
             yield s
 
     @contextmanager
@@ -121,7 +132,7 @@ class Database:
         for attempt in (1, 2):
             committing = False
             try:
-                with self.sessions() as s:
+                with self._writer, self.sessions() as s:
                     s.begin()
                     result = fn(s, *args, **kw)
                     committing = True
@@ -165,16 +176,42 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
+    def _fetch_held(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`call_fetch` on a connection this thread keeps between calls: checking one out of
+        the pool and returning it cost more than the statement. It holds no snapshot between
+        calls (its statements run without a BEGIN: on PostgreSQL in autocommit, and
+        SQLAlchemy's own transaction is ended after each), so it never holds back a SQLite
+        checkpoint or PostgreSQL's vacuum. On PostgreSQL, one per thread of the executor that
+        `fetch` hops to (a handful), besides the pool."""
+        for attempt in (1, 2):
+            c: Connection | None = getattr(self._held, "c", None)
+            if c is None or c.closed or c.invalidated:
+                c = self._held.c = self._fetch_engine.connect()
+                with self._held_lock:
+                    self._held_all = [*(x for x in self._held_all if not x.closed), c]
+            try:
+                return fn(c, *args, **kw)
+            except DBAPIError as e:
+                if attempt == 1 and e.connection_invalidated:
+                    continue
+                raise
+            finally:
+                if not c.closed:
+                    c.rollback()
+        raise AssertionError("unreachable")
+
     async def fetch(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """`call_fetch` from async code: inline on SQLite, on a worker thread for PostgreSQL
-        (as `read`)."""
+        """`call_fetch` from async code, on a held connection: inline on SQLite, on a worker
+        thread for PostgreSQL (as `read`)."""
         if self.is_sqlite:
-            return self.call_fetch(fn, *args, **kw)
+            return self._fetch_held(fn, *args, **kw)
 
         def work() -> T:
-            return self.call_fetch(fn, *args, **kw)
+            return self._fetch_held(fn, *args, **kw)
 
         return await asyncio.to_thread(work)
 
@@ -214,7 +251,12 @@ class Database:
             c.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections, and those `fetch` holds."""
+        with self._held_lock:
+            held, self._held_all = self._held_all, []
+        for c in held:
+            c.close()
+        self._held = threading.local()
         self.engine.dispose()
 
 

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import String, bindparam, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.catalog.catalog import Catalog
 from engine.db.database import Database, utcnow
-from engine.db.tables import Job
+from engine.db.tables import Job, Tenant, TenantBudget
 from engine.errors import Unauthorized
 from engine.jobs.events import JOB
-from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
+from engine.jobs.states import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL
 from engine.jobs.store import (
     JobRow,
     claim_job,
@@ -99,25 +100,21 @@ async def follow(
 # ---- the customer's transitions ------------------------------------------------------------
 
 
+# Built once: building the statement cost more than running it.
+_TENANT = bindparam("tenant_id", type_=String())
+_ADMISSION = select(
+    select(Tenant.active_job_quota).where(Tenant.id == _TENANT).scalar_subquery(),
+    select(func.count())
+    .select_from(Job)
+    .where(Job.tenant_id == _TENANT, Job.status.in_(ACTIVE))
+    .scalar_subquery(),
+    exists().where(TenantBudget.tenant_id == _TENANT),
+)
+
+
 def _admission(c: Connection, tenant_id: str) -> tuple[int | None, int, bool]:
     """The tenant's own quota, its active jobs and whether it has a budget: one statement."""
-    from sqlalchemy import String, bindparam, exists, func, select
-
-    from engine.db.tables import Tenant, TenantBudget
-    from engine.jobs.states import ACTIVE
-
-    t = bindparam("tenant_id", type_=String())
-    row = c.execute(
-        select(
-            select(Tenant.active_job_quota).where(Tenant.id == t).scalar_subquery(),
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == t, Job.status.in_(ACTIVE))
-            .scalar_subquery(),
-            exists().where(TenantBudget.tenant_id == t),
-        ),
-        {"tenant_id": tenant_id},
-    ).one()
+    row = c.execute(_ADMISSION, {"tenant_id": tenant_id}).one()
     return row[0], int(row[1] or 0), bool(row[2])
 
 
@@ -234,7 +231,8 @@ def finish(s: Session, job_id: str, to: str, charge: Charge, values: dict[str, A
     from engine.billing.ledger import payer_of, settle, settle_current
 
     if transition(s, job_id, [RUNNING], to, metering=charge.metering, **values):
-        fresh = s.get(Job, job_id, populate_existing=True)
+        # A move to a terminal state reread the job (`transition`): no second SELECT.
+        fresh = s.get(Job, job_id)
         assert fresh is not None
         settle(
             s,

@@ -41,17 +41,20 @@ _JOBS = cast(Table, Job.__table__)
 
 
 # The submit transaction's statements, built once (each is compiled once and cached; building
-# them per request cost more than running them).
+# them per request cost more than running them) on the tables, not the mapped classes: an ORM
+# UPDATE would also look for loaded tenants to synchronise, and ORM statements are compiled
+# through the ORM's context, which costs more than the statements take to run.
+_TENANTS = cast(Table, Tenant.__table__)
 _SUBMIT_LOCK = (
-    update(Tenant)
-    .where(Tenant.id == bindparam("tenant_id"))
-    .values(submit_seq=Tenant.submit_seq + 1)
-    .returning(Tenant.active_job_quota)
+    update(_TENANTS)
+    .where(_TENANTS.c.id == bindparam("tenant_id"))
+    .values(submit_seq=_TENANTS.c.submit_seq + 1)
+    .returning(_TENANTS.c.active_job_quota)
 )
 _ACTIVE = (
     select(func.count())
-    .select_from(Job)
-    .where(Job.tenant_id == bindparam("tenant_id"), Job.status.in_(ACTIVE))
+    .select_from(_JOBS)
+    .where(_JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.status.in_(ACTIVE))
 )
 _INSERT = insert(_JOBS)
 
@@ -64,9 +67,10 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
     """
     # Lock the tenant row first: concurrent submits of one tenant then count in turn.
     tenant = {"tenant_id": job.tenant_id}
-    own = s.execute(_SUBMIT_LOCK, tenant).first()
+    c = s.connection()
+    own = c.execute(_SUBMIT_LOCK, tenant).first()
     limit = own[0] if own is not None and own[0] is not None else quota
-    active = s.scalar(_ACTIVE, tenant)
+    active = c.execute(_ACTIVE, tenant).scalar()
     if (active or 0) >= limit:
         raise QuotaExceeded(
             f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
@@ -74,7 +78,7 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
             headers={"Retry-After": "5"},
         )
     given = vars(job)
-    s.execute(_INSERT, {c.key: given[c.key] for c in _JOBS.c if c.key in given})
+    c.execute(_INSERT, {col.key: given[col.key] for col in _JOBS.c if col.key in given})
     record(s, Change(JOB, job.id, job.status))
     return job
 
@@ -132,13 +136,17 @@ def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **v
     A move to a terminal state also writes the job's webhook event to the outbox, in this same
     transaction: the event exists if and only if the state change committed.
     """
-    r = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(list(from_states)))
+    # A Core UPDATE on the table: the ORM's bulk-update path (which would also look for loaded
+    # jobs to synchronise) cost more than the statement. A job loaded in `s` is refreshed by the
+    # `populate_existing` read below where it matters. Pending changes go first, as the ORM
+    # statement's autoflush would have sent them.
+    s.flush()
+    r = s.connection().execute(
+        update(_JOBS)
+        .where(_JOBS.c.id == job_id, _JOBS.c.status.in_(list(from_states)))
         .values(status=to, **values)
-        .execution_options(synchronize_session=False)
     )
-    moved = bool(r.rowcount)  # type: ignore[attr-defined]
+    moved = bool(r.rowcount)
     if moved:
         record(s, Change(JOB, job_id, to))
     if moved and to in TERMINAL:
@@ -176,15 +184,21 @@ def any_queued(c: Connection, runner: str) -> bool:
     return bool(c.execute(_ANY_QUEUED, {"runner": runner}).scalar())
 
 
+_OLDEST_QUEUED = (
+    select(_JOBS.c.id)
+    .where(
+        _JOBS.c.status == QUEUED,
+        or_(_JOBS.c.runner == bindparam("runner"), _JOBS.c.runner.is_(None)),
+    )
+    .order_by(_JOBS.c.created_at, _JOBS.c.id)
+    .limit(1)
+)
+
+
 def claim_next(s: Session, worker_id: str, runner: str) -> str | None:
     """Take the oldest queued job for this runner (CAS queued -> running); its id."""
     for _ in range(5):
-        job_id = s.scalar(
-            select(Job.id)
-            .where(Job.status == QUEUED, or_(Job.runner == runner, Job.runner.is_(None)))
-            .order_by(Job.created_at, Job.id)
-            .limit(1)
-        )
+        job_id: str | None = s.connection().execute(_OLDEST_QUEUED, {"runner": runner}).scalar()
         if job_id is None:
             return None
         if _take(s, job_id, worker_id):
