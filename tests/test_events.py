@@ -330,6 +330,46 @@ def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_rout
     assert [e["field"] for e in bad.json()["errors"]] == ["job_id"]
 
 
+def test_a_plain_submit_skips_the_dependency_solver_and_answers_as_the_full_route(
+    api: TestClient, new_key: Callable[[str], Headers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template POST without a query string or an `Idempotency-Key` takes the fast path; one
+    with a key (whose format the declaration checks) or a query string goes the full way."""
+    import fastapi.routing
+
+    solved: list[str] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        solved.append(kw["request"].url.path)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    h = new_key("acme")
+    seeded = {**TXT, "seed": 7}
+    fast = api.post("/v1/txt2img", json=seeded, headers=h)
+    assert solved == [] and fast.status_code == 202
+    full = api.post("/v1/txt2img", json=seeded, headers={**h, "Idempotency-Key": "k-1"})
+    assert solved and full.status_code == 202
+    a, b = fast.json(), full.json()
+    assert fast.headers["location"] == f"/v1/jobs/{a['id']}"
+    assert full.headers["location"] == f"/v1/jobs/{b['id']}"
+    same = ("status", "template", "template_version", "params", "graph_hash", "inputs")
+    assert {k: a[k] for k in same} == {k: b[k] for k in same}
+    # The refusals of the full route: a malformed key, an unknown query parameter, no key.
+    bad_key = api.post("/v1/txt2img", json=TXT, headers={**h, "Idempotency-Key": "a b"})
+    assert bad_key.status_code == 422
+    assert [e["field"] for e in bad_key.json()["errors"]] == ["Idempotency-Key"]
+    unknown = api.post("/v1/txt2img?stepz=3", json=TXT, headers=h)
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "stepz"
+    assert api.post("/v1/txt2img", json=TXT).status_code == 401
+    # Bad params are refused on the fast path too, field named (the body is `submit`'s).
+    solved.clear()
+    worse = api.post("/v1/txt2img", json={**TXT, "steps": 0}, headers=h)
+    assert solved == [] and worse.status_code == 422
+    assert [e["field"] for e in worse.json()["errors"]] == ["steps"]
+
+
 def test_a_connection_the_server_dropped_is_replaced_without_an_error(
     api: TestClient, new_key: Callable[[str], Headers], db_url: str
 ) -> None:

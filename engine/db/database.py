@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -30,21 +30,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+
+
 def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
     """Insert a row unless it breaks a unique constraint; True if it was written."""
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    dialect = s.get_bind().dialect.name
+    table = cast(Table, model.__table__)
+    stmt = _INSERT_IGNORE.get((dialect, table.name))
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = pg_insert(model).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            base: Any = pg_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
-    # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which may
-    # also move the job to its terminal state) must survive a duplicate. RETURNING tells
-    # whether a row was written (psycopg's rowcount is not reliable here).
-    pk = sa_inspect(model).primary_key
-    return s.execute(stmt.returning(*pk)).first() is not None
+            base = sqlite_insert(table)
+        # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which
+        # may also move the job to its terminal state) must survive a duplicate. RETURNING
+        # tells whether a row was written (psycopg's rowcount is not reliable here). Built
+        # once per table, on the table: the ORM's insert path and building the statement per
+        # call cost more than the insert.
+        stmt = _INSERT_IGNORE[(dialect, table.name)] = base.on_conflict_do_nothing().returning(
+            *sa_inspect(model).primary_key
+        )
+    s.flush()  # pending changes first, as the ORM statement's autoflush would have sent them
+    return s.connection().execute(stmt, values).first() is not None
 
 
 def new_id(prefix: str) -> str:

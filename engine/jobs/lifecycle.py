@@ -32,6 +32,7 @@ from engine.jobs.store import (
     JobRow,
     claim_job,
     claim_next,
+    end_running,
     get_job,
     set_fields_if,
     transition,
@@ -188,10 +189,11 @@ def cancel(s: Session, tenant_id: str, job_id: str) -> tuple[Job, str]:
 # ---- the worker's transitions --------------------------------------------------------------
 
 
-def claim(s: Session, worker_id: str, runner: str) -> str | None:
-    """The id of the oldest queued job for this runner, now running here; None if none (the
-    worker reads the job itself, once)."""
-    return claim_next(s, worker_id, runner)
+def claim(s: Session, worker_id: str, runner: str) -> Job | None:
+    """The oldest queued job for this runner, now running here, read in the claim's own
+    transaction (the worker needs it whole, graph included); None if none."""
+    job_id = claim_next(s, worker_id, runner)
+    return s.get(Job, job_id, populate_existing=True) if job_id is not None else None
 
 
 def claim_one(s: Session, job_id: str, worker_id: str) -> Job | None:
@@ -230,10 +232,8 @@ def finish(s: Session, job_id: str, to: str, charge: Charge, values: dict[str, A
     """
     from engine.billing.ledger import payer_of, settle, settle_current
 
-    if transition(s, job_id, [RUNNING], to, metering=charge.metering, **values):
-        # A move to a terminal state reread the job (`transition`): no second SELECT.
-        fresh = s.get(Job, job_id)
-        assert fresh is not None
+    fresh = end_running(s, job_id, to, metering=charge.metering, **values)
+    if fresh is not None:
         settle(
             s,
             fresh,

@@ -136,6 +136,20 @@ def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **v
     A move to a terminal state also writes the job's webhook event to the outbox, in this same
     transaction: the event exists if and only if the state change committed.
     """
+    return _move(s, job_id, from_states, to, values)[0]
+
+
+def end_running(s: Session, job_id: str, to: str, **values: Any) -> Job | None:
+    """`transition` of a running job to the terminal state `to`; the job as it now is (read
+    once, for the caller to settle), or None if it was not running."""
+    assert to in TERMINAL
+    moved, job = _move(s, job_id, [RUNNING], to, values)
+    return job if moved else None
+
+
+def _move(
+    s: Session, job_id: str, from_states: Sequence[str], to: str, values: dict[str, Any]
+) -> tuple[bool, Job | None]:
     # A Core UPDATE on the table: the ORM's bulk-update path (which would also look for loaded
     # jobs to synchronise) cost more than the statement. A job loaded in `s` is refreshed by the
     # `populate_existing` read below where it matters. Pending changes go first, as the ORM
@@ -146,14 +160,15 @@ def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **v
         .where(_JOBS.c.id == job_id, _JOBS.c.status.in_(list(from_states)))
         .values(status=to, **values)
     )
-    moved = bool(r.rowcount)
-    if moved:
-        record(s, Change(JOB, job_id, to))
-    if moved and to in TERMINAL:
-        job = s.get(Job, job_id, populate_existing=True)
-        if job is not None and job.webhook_url:
-            s.add(terminal_event(job))
-    return moved
+    if not r.rowcount:
+        return False, None
+    record(s, Change(JOB, job_id, to))
+    if to not in TERMINAL:
+        return True, None
+    job = s.get(Job, job_id, populate_existing=True)
+    if job is not None and job.webhook_url:
+        s.add(terminal_event(job))
+    return True, job
 
 
 def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:

@@ -118,14 +118,14 @@ class LocalRunner(Runner):
             try:
                 # Look before taking the write lock: `changes` is already watching, so a job
                 # queued after this read still wakes the wait below.
-                job: str | None = None
+                claimed: Job | None = None
                 if await self.db.fetch(lifecycle.any_queued, self.name):
-                    job = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
+                    claimed = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
                 break
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 await asyncio.sleep(self.poll_interval_s)
-        if job is None:
+        if claimed is None:
             deadline = asyncio.get_running_loop().time() + self.poll_interval_s
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 if await changes.wait(left) and any(
@@ -133,13 +133,14 @@ class LocalRunner(Runner):
                 ):
                     break
             return
-        batch = await self._claim_batch(job)
+        job = claimed.id
+        batch = await self._claim_batch(claimed)
         events = {j: asyncio.Event() for j in batch}
         task: asyncio.Task[Any]
         if len(batch) > 1:
             task = asyncio.create_task(execute_batch(self.ctx, batch, events))
         else:
-            task = asyncio.create_task(execute_job(self.ctx, job, events[job]))
+            task = asyncio.create_task(execute_job(self.ctx, job, events[job], claimed))
         for j in batch:
             self._running[j] = (events[j], task)
         try:
@@ -153,17 +154,15 @@ class LocalRunner(Runner):
             for j in batch:
                 self._running.pop(j, None)
 
-    async def _claim_batch(self, first: str) -> list[str]:
-        """Jobs to run with the claimed `first`: same-key queued jobs, claimed as they come.
+    async def _claim_batch(self, job: Job) -> list[str]:
+        """Jobs to run with the claimed `job`: same-key queued jobs, claimed as they come.
 
-        Up to the template's `max_jobs`, waiting for company until `first` has been waiting
-        `max_wait_ms` since it was accepted; `[first]` when its template is not batched here.
+        Up to the template's `max_jobs`, waiting for company until `job` has been waiting
+        `max_wait_ms` since it was accepted; `[job.id]` when its template is not batched here.
         """
+        first = job.id
         if self.batching == "off" or (self.batching == "auto" and self.gpu_class is None):
-            return [first]  # nothing batches here: no extra read on the hot path
-        job = await self.db.read(lifecycle.load, first)
-        if job is None:
-            return [first]
+            return [first]  # nothing batches here
         t = self.ctx.catalog.get(job.template, int(job.template_version.split(".")[0]))
         terms = batch_terms(t, self.batching, self.gpu_class) if t is not None else None
         if terms is None:

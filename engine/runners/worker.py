@@ -91,10 +91,18 @@ def _job_metering(meter: PromptMeter, queue_seconds: float) -> dict[str, Any]:
     return {**share, "queue_seconds": queue_seconds}
 
 
-async def execute_job(ctx: WorkerContext, job_id: str, cancel: asyncio.Event | None = None) -> str:
-    """Run one claimed (`running`) job and move it to a terminal state; returns that state."""
+async def execute_job(
+    ctx: WorkerContext,
+    job_id: str,
+    cancel: asyncio.Event | None = None,
+    claimed: Job | None = None,
+) -> str:
+    """Run one claimed (`running`) job and move it to a terminal state; returns that state.
+
+    `claimed` is the job as the claim transaction read it, when the caller has it (no second
+    read)."""
     cancel = cancel or asyncio.Event()
-    job: Job | None = await ctx.db.read(lifecycle.load, job_id)
+    job: Job | None = claimed if claimed is not None else await ctx.db.read(lifecycle.load, job_id)
     if job is None or job.status != RUNNING:
         return job.status if job else "missing"
     run = _Attempt(ctx, job, PromptMeter(job.graph))
