@@ -394,3 +394,67 @@ def test_a_connection_the_server_dropped_is_replaced_without_an_error(
         r = api.get(f"/v1/jobs/{job['id']}", headers=h)
         assert r.status_code == 200, r.text
     assert json.loads(r.text)["id"] == job["id"]
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://127.0.0.1:8000/",
+        "http://testserver/",
+        "https://api.example.com/stencil/",
+        "https://api.example.com/stencil",
+        "https://api.example.com:8443",
+    ],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/jobs/job_1/events?token=a.b",
+        "/files/outputs/a%20b.png?expires=1&signature=ff",
+        "/files/outputs/./x.png?expires=1",
+        "//other.example/x",
+        "https://bucket.example/outputs/a.png?X-Amz-Signature=1",
+    ],
+)
+def test_signed_urls_join_their_base_as_urljoin_does(base: str, path: str) -> None:
+    from urllib.parse import urljoin
+
+    from api.routes.jobs import _absolute
+
+    assert _absolute(base, path) == urljoin(base, path)
+
+
+def test_the_one_row_read_gives_what_sqlalchemy_gives_and_is_counted(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """`OneRow` (the job view's read: the raw sqlite3 handle on SQLite) returns the values
+    SQLAlchemy's own execution returns, column for column, shows its statement to the
+    engine's listeners, and raises driver errors as SQLAlchemy's."""
+    from sqlalchemy.exc import DBAPIError
+
+    from engine.db.database import OneRow
+    from engine.jobs.store import _VIEW, _VIEW_ROW
+
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    h = new_key("acme")
+    job = api.post("/v1/txt2img", json=TXT, headers=h).json()
+    api.delete(f"/v1/jobs/{job['id']}", headers=h)  # terminal: finished_at, error-free
+    tenant = db.call_fetch(
+        lambda c: c.execute(
+            text("SELECT tenant_id FROM jobs WHERE id = :i"), {"i": job["id"]}
+        ).scalar()
+    )
+    params = {"job_id": job["id"], "tenant_id": tenant}
+    with db._fetch_engine.connect() as c:
+        expected = c.execute(_VIEW, params).first()
+        with count_statements(db) as seen:
+            got = _VIEW_ROW(c, params)
+        assert seen == ["SELECT"]
+        assert got is not None and expected is not None
+        assert tuple(got) == tuple(expected)
+        assert got.created_at == expected.created_at and got.created_at.tzinfo is not None
+        assert got.params == job["params"] and got.status == "cancelled"
+        assert _VIEW_ROW(c, {**params, "tenant_id": "ten_other"}) is None
+        broken = OneRow(_VIEW.where(text("no_such_column = 1")))
+        with pytest.raises(DBAPIError):
+            broken(c, params)

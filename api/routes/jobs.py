@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -48,6 +49,19 @@ def _json(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _origin(base: str) -> str:
+    return urljoin(base, "/")
+
+
+def _absolute(base: str, path: str) -> str:
+    """`urljoin(base, path)` for the absolute paths the API signs (no `.` segments to resolve),
+    with the base's origin parsed once rather than on every URL of every view."""
+    if path.startswith("/") and not path.startswith("//") and "/." not in path:
+        return _origin(base) + path[1:]
+    return urljoin(base, path)
+
+
 def _secs(a: datetime | None, b: datetime | None) -> float | None:
     return round((b - a).total_seconds(), 3) if a and b else None
 
@@ -67,7 +81,7 @@ def job_view(
         url, exp = services.storage.url(o["key"], ttl)
         outputs.append(
             schemas.Output(
-                url=urljoin(base, url),
+                url=_absolute(base, url),
                 expires_at=datetime.fromtimestamp(exp, UTC),
                 content_type=o["content_type"],
                 width=o["width"],
@@ -107,7 +121,7 @@ def job_view(
             else None
         ),
         webhook_url=job.webhook_url,
-        events_url=urljoin(base, f"/v1/jobs/{job.id}/events?token={token}"),
+        events_url=_absolute(base, f"/v1/jobs/{job.id}/events?token={token}"),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -62,6 +63,53 @@ def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
 def new_id(prefix: str) -> str:
     """A random id with a readable prefix."""
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class OneRow:
+    """A prebuilt Core `SELECT` of at most one row, for the hottest reads (a job by id).
+
+    `rows(connection, params)` returns the row (attribute access by column name) or None. On
+    SQLite it runs on the connection's own sqlite3 handle: the statement is compiled once, its
+    values are converted by the columns' own SQLAlchemy result processors (JSON, timestamps),
+    and the connection's `before_cursor_execute` listeners still see it, so statement counts
+    stay true. SQLAlchemy's execution machinery around such a statement cost about three times
+    the statement itself (`bench/RESULTS.md`). Elsewhere it is executed as any statement (on
+    PostgreSQL the network round trip dominates). A driver error is raised as SQLAlchemy's
+    `DBAPIError`, as from any statement.
+    """
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self.columns = [c.name for c in stmt.selected_columns]
+        self.row = namedtuple("OneRowResult", self.columns)  # type: ignore[misc]
+        self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
+
+    def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
+        if c.dialect.name != "sqlite":
+            return c.execute(self.stmt, params).first()
+        if self._sqlite is None:
+            compiled = self.stmt.compile(dialect=c.dialect)
+            procs = [
+                col.type._cached_result_processor(c.dialect, None)
+                for col in self.stmt.selected_columns
+            ]
+            self._sqlite = (str(compiled), tuple(compiled.positiontup or ()), procs)
+        sql, order, procs = self._sqlite
+        args = tuple(params[k] for k in order)
+        raw = c.connection.driver_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            if c.dispatch.before_cursor_execute:
+                c.dispatch.before_cursor_execute(c, cursor, sql, args, None, False)
+            found = cursor.execute(sql, args).fetchone()
+        except c.dialect.loaded_dbapi.Error as e:
+            raise DBAPIError.instance(sql, args, e, c.dialect.loaded_dbapi.Error) from e
+        finally:
+            cursor.close()
+        if found is None:
+            return None
+        return self.row(*(f(v) if f is not None else v for f, v in zip(procs, found, strict=True)))
 
 
 class Database:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
 
@@ -126,7 +126,8 @@ class LocalStorage:
     def url(self, key: str, expires_in: int) -> tuple[str, int]:
         """A relative signed URL, valid for `expires_in` seconds."""
         expires = int(time.time()) + expires_in
-        q = urlencode({"expires": expires, "signature": self.sign(key, expires)})
+        # An integer and a hex digest: nothing to escape (`urlencode` would only cost time).
+        q = f"expires={expires}&signature={self.sign(key, expires)}"
         return f"{self.route}{quote(check_key(key))}?{q}", expires
 
 

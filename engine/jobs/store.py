@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import utcnow
+from engine.db.database import OneRow, utcnow
 from engine.db.tables import (
     Job,
     Tenant,
@@ -97,11 +97,12 @@ JobRow = Row[Any]
 _VIEW = select(*(c for c in _JOBS.c if c.name != "graph")).where(
     _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
 )
+_VIEW_ROW = OneRow(_VIEW)
 
 
 def view_job(c: Connection, tenant_id: str, job_id: str) -> JobRow:
     """`get_job` for the hot read paths (GET, `?wait=`, SSE): one statement, no ORM."""
-    row = c.execute(_VIEW, {"job_id": job_id, "tenant_id": tenant_id}).first()
+    row: JobRow | None = _VIEW_ROW(c, {"job_id": job_id, "tenant_id": tenant_id})
     if row is None:
         raise NotFound(f"No job {job_id}.")
     return row

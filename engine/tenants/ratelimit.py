@@ -8,6 +8,7 @@ no Redis, each process counts its own share (documented in docs/deploy.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -15,6 +16,13 @@ from dataclasses import dataclass
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(limit: str) -> RateLimitItem:
+    """A limit string, parsed once (a regex match per request otherwise)."""
+    item: RateLimitItem = parse(limit)
+    return item
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class RateLimiter:
 
     async def check(self, key_id: str, kind: str, limit: str) -> Verdict:
         """Count one request against `limit` (e.g. `60/minute`)."""
-        item: RateLimitItem = parse(limit)
+        item = _parse(limit)
         allowed = await self.strategy.hit(item, kind, key_id)
         reset_at, remaining = await self.strategy.get_window_stats(item, kind, key_id)
         return Verdict(
