@@ -230,7 +230,7 @@ class Services:
             task.cancel()
         if self.comfy_process is not None:
             await self.comfy_process.stop()
-        self.db.dispose()
+        await self.db.aclose()
 
 
 def _installed_version(s: Settings) -> str | None:

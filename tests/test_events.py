@@ -458,3 +458,23 @@ def test_the_one_row_read_gives_what_sqlalchemy_gives_and_is_counted(
         broken = OneRow(_VIEW.where(text("no_such_column = 1")))
         with pytest.raises(DBAPIError):
             broken(c, params)
+
+    # From async code (`Database.one`: psycopg's async connection on PostgreSQL), the same.
+    async def from_async() -> tuple[Any, Any, list[str]]:
+        other = Database(db.url)
+        try:
+            with count_statements(other) as seen:
+                got = await other.one(_VIEW_ROW, params)
+            missing = await other.one(_VIEW_ROW, {**params, "tenant_id": "ten_other"})
+            with pytest.raises(DBAPIError):
+                await other.one(OneRow(_VIEW.where(text("no_such_column = 1"))), params)
+            return got, missing, seen
+        finally:
+            await other.aclose()
+
+    import asyncio
+
+    got, missing, seen = asyncio.run(from_async())
+    assert tuple(got) == tuple(expected) and missing is None
+    assert got.created_at == expected.created_at and got.outputs == expected.outputs
+    assert seen == ["SELECT"]

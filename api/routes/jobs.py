@@ -26,7 +26,7 @@ from engine.db.tables import Job
 from engine.errors import Conflict
 from engine.jobs.lifecycle import MAX_WAIT_S, cancel, stream_token, wait_terminal
 from engine.jobs.states import CANCELLED, TERMINAL
-from engine.jobs.store import JobRow, get_job, list_jobs, view_job
+from engine.jobs.store import JobRow, get_job, list_jobs, read_view
 from engine.tenants.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=FastPathRoute)
@@ -251,7 +251,7 @@ async def _read(request: Request, principal: Principal, job_id: str, wait: int) 
     if wait:
         job = await wait_terminal(services.db, principal.tenant_id, job_id, float(wait))
     else:
-        job = await services.db.fetch(view_job, principal.tenant_id, job_id)
+        job = await read_view(services.db, principal.tenant_id, job_id)
     return _json(job_view(job, services, str(request.base_url), principal.key_id))
 
 

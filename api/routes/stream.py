@@ -31,7 +31,7 @@ from engine.db.tables import Job
 from engine.errors import TooManyStreams
 from engine.jobs.lifecycle import follow, verify_stream_token
 from engine.jobs.states import QUEUED, RUNNING, TERMINAL
-from engine.jobs.store import JobRow, view_job
+from engine.jobs.store import JobRow, read_view
 from engine.tenants.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -143,7 +143,7 @@ async def stream_job_events(
     """Follow a job: its state changes and progress as Server-Sent Events, ending when it is
     done."""
 
-    first = await services.db.fetch(view_job, principal.tenant_id, job_id)  # a 404 is a problem
+    first = await read_view(services.db, principal.tenant_id, job_id)  # a 404 is a problem
     after = int(last_event_id) if last_event_id is not None else -1
     if first.status in TERMINAL and after >= position(first):
         return Response(status_code=204)  # type: ignore[return-value]

@@ -83,6 +83,13 @@ class OneRow:
         self.columns = [c.name for c in stmt.selected_columns]
         self.row = namedtuple("OneRowResult", self.columns)  # type: ignore[misc]
         self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
+        self._pg: str | None = None
+
+    def pg_sql(self, dialect: Any) -> str:
+        """The statement compiled once for PostgreSQL (psycopg's `%(name)s` parameters)."""
+        if self._pg is None:
+            self._pg = str(self.stmt.compile(dialect=dialect))
+        return self._pg
 
     def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
         if c.dialect.name != "sqlite":
@@ -159,6 +166,9 @@ class Database:
         self._held = threading.local()  # `fetch`'s connection, one per thread
         self._held_all: list[Connection] = []
         self._held_lock = threading.Lock()
+        # `one`'s connections on PostgreSQL: a pool per event loop (a connection belongs to
+        # the loop that opened it).
+        self._async_reads: dict[asyncio.AbstractEventLoop, _AsyncReads] = {}
         self.events = Events(self)
         self.events.redis_url = redis_url
         event.listen(self.sessions, "before_commit", self.events.before_commit)
@@ -275,6 +285,26 @@ class Database:
 
         return await asyncio.to_thread(work)
 
+    async def one(self, row: OneRow, params: dict[str, Any]) -> Any:
+        """`row`'s result (or None) from async code, for the hottest reads: on SQLite inline
+        on `fetch`'s held connection; on PostgreSQL on psycopg's own async connection, on the
+        event loop (`_AsyncReads`), where a thread hop and SQLAlchemy's execution cost about
+        three times as much (`bench/pg_fetch.py`)."""
+        if self.is_sqlite:
+            return self._fetch_held(row, params)
+        loop = asyncio.get_running_loop()
+        reads = self._async_reads.get(loop)
+        if reads is None:
+            reads = self._async_reads[loop] = _AsyncReads(self)
+        return await reads.one(row, params)
+
+    async def aclose(self) -> None:
+        """Close the async connections this event loop opened (`one`), then `dispose`."""
+        reads = self._async_reads.pop(asyncio.get_running_loop(), None)
+        if reads is not None:
+            await reads.close()
+        self.dispose()
+
     async def run(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
@@ -318,6 +348,76 @@ class Database:
             c.close()
         self._held = threading.local()
         self.engine.dispose()
+
+
+class _AsyncReads:
+    """`Database.one` on PostgreSQL: psycopg's async connections in a `psycopg_pool` pool,
+    opened on first use on this event loop, in autocommit (a lone `SELECT` needs no
+    transaction). Rows are psycopg's own values, which are the ones SQLAlchemy returns for
+    these columns (psycopg decodes JSON and timestamps itself; `tests/test_events.py` compares
+    them). The engine's `before_cursor_execute` listeners see each statement. A connection the
+    server dropped fails its statement; the pool is then checked (broken connections are
+    dropped) and the statement tried once more, as `Database.call` does."""
+
+    def __init__(self, db: Database) -> None:
+        from psycopg.conninfo import make_conninfo
+        from psycopg_pool import AsyncConnectionPool
+
+        self.db = db
+        # The connection arguments SQLAlchemy's psycopg dialect would use, its adapters
+        # (`context`: how values are loaded and dumped) among them.
+        cargs, ckw = db.engine.dialect.create_connect_args(db.engine.url)
+        extra = {k: ckw.pop(k) for k in ("context",) if k in ckw}
+        conninfo = make_conninfo(str(cargs[0]) if cargs else "", **ckw)
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=10, kwargs={"autocommit": True, **extra}, open=False
+        )
+        self._opened = False
+        self._opening = asyncio.Lock()
+
+    # How long a read waits for one of the pool's connections before it takes the thread way
+    # instead: the pool opens connections in the background, so a server that refuses them
+    # would otherwise hold every read for the whole wait before its 503.
+    CONNECTION_WAIT_S = 2.0
+
+    async def one(self, row: OneRow, params: dict[str, Any]) -> Any:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if not self._opened:
+            async with self._opening:
+                if not self._opened:
+                    await self.pool.open(wait=False)
+                    self._opened = True
+        sql = row.pg_sql(self.db.engine.dialect)
+        listeners = self.db.engine.dispatch.before_cursor_execute
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
+                    cur = conn.cursor()
+                    if listeners:
+                        listeners(None, cur, sql, params, None, False)
+                    await cur.execute(sql, params)
+                    found = await cur.fetchone()
+                    return None if found is None else row.row(*found)
+            except PoolTimeout:
+                # No connection to be had (every one busy, or the server refusing new ones):
+                # the thread way, whose own pool and errors are SQLAlchemy's.
+                return await self.db.fetch(row, params)
+            except psycopg.OperationalError as e:
+                if attempt == 1:
+                    await self.pool.check()
+                    continue
+                raise DBAPIError.instance(
+                    sql, params, e, psycopg.Error, connection_invalidated=True
+                ) from e
+            except psycopg.Error as e:
+                raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
 
 
 def _sqlite_begin(conn: Any) -> None:

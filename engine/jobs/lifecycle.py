@@ -34,9 +34,9 @@ from engine.jobs.store import (
     claim_next,
     end_running,
     get_job,
+    read_view,
     set_fields_if,
     transition,
-    view_job,
 )
 
 # The worker's look at the queue before it claims, re-exported for the runners.
@@ -67,13 +67,13 @@ async def wait_terminal(db: Database, tenant_id: str, job_id: str, timeout_s: fl
     """
     deadline = time.monotonic() + timeout_s
     with db.events.watch(JOB, job_id) as w:
-        job = await db.fetch(view_job, tenant_id, job_id)
+        job = await read_view(db, tenant_id, job_id)
         while job.status not in TERMINAL:
             left = deadline - time.monotonic()
             if left <= 0 or not await w.wait(left):
                 break
             if any(c.status in TERMINAL or c.status is None for c in w.drain()):
-                job = await db.fetch(view_job, tenant_id, job_id)
+                job = await read_view(db, tenant_id, job_id)
         return job
 
 
@@ -85,7 +85,7 @@ async def follow(
     deadline = time.monotonic() + limit_s
     with db.events.watch(JOB, job_id) as w:
         # What changed between the caller's read and this watch is picked up by one more read.
-        job = await db.fetch(view_job, tenant_id, job_id) if first.status not in TERMINAL else first
+        job = await read_view(db, tenant_id, job_id) if first.status not in TERMINAL else first
         while True:
             yield job
             if job.status in TERMINAL:
@@ -95,7 +95,7 @@ async def follow(
                 return
             if await w.wait(min(left, 15.0)):
                 w.drain()
-                job = await db.fetch(view_job, tenant_id, job_id)
+                job = await read_view(db, tenant_id, job_id)
 
 
 # ---- the customer's transitions ------------------------------------------------------------

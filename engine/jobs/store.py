@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import OneRow, utcnow
+from engine.db.database import Database, OneRow, utcnow
 from engine.db.tables import (
     Job,
     Tenant,
@@ -98,6 +98,14 @@ _VIEW = select(*(c for c in _JOBS.c if c.name != "graph")).where(
     _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
 )
 _VIEW_ROW = OneRow(_VIEW)
+
+
+async def read_view(db: Database, tenant_id: str, job_id: str) -> JobRow:
+    """`view_job` from async code (`Database.one`: on PostgreSQL, no thread hop)."""
+    row: JobRow | None = await db.one(_VIEW_ROW, {"job_id": job_id, "tenant_id": tenant_id})
+    if row is None:
+        raise NotFound(f"No job {job_id}.")
+    return row
 
 
 def view_job(c: Connection, tenant_id: str, job_id: str) -> JobRow:
