@@ -56,7 +56,7 @@ async def main(seconds: float, rounds: int) -> None:
 
     from engine.db.database import Database, utcnow
     from engine.db.tables import Job
-    from engine.jobs.store import _VIEW, view_job
+    from engine.jobs.store import _VIEW, _VIEW_ROW
     from engine.tenants.keys import create_key
 
     name = f"stencil_bench_{uuid.uuid4().hex[:8]}"
@@ -80,7 +80,7 @@ async def main(seconds: float, rounds: int) -> None:
     ways: dict[str, Callable[[], Awaitable[Any]]] = {}
 
     async def thread() -> Any:
-        return await db.fetch(view_job, tenant, "job_bench")
+        return await db.fetch(_VIEW_ROW, params)
 
     ways["thread"] = thread
     try:
@@ -93,7 +93,7 @@ async def main(seconds: float, rounds: int) -> None:
 
         async def sqlalchemy_async() -> Any:
             async with engine.connect() as c:
-                return await c.run_sync(view_job, tenant, "job_bench")
+                return await c.run_sync(_VIEW_ROW, params)
 
         ways["sqlalchemy-async"] = sqlalchemy_async
     except ImportError:

@@ -289,22 +289,28 @@ def _comparable(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("events_url", "outputs")}
 
 
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every request FastAPI's dependency solver is run for."""
+    import fastapi.routing
+
+    paths: list[str] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kw: Any) -> Any:
+        paths.append(kw["request"].url.path)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    return paths
+
+
 def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_route(
-    api: TestClient, new_key: Callable[[str], Headers], monkeypatch: pytest.MonkeyPatch
+    api: TestClient, new_key: Callable[[str], Headers], solved: list[str]
 ) -> None:
     """`GET /v1/jobs/{id}` with no query string takes the route's fast path; anything else
     (here `?wait=0`, a malformed id) goes through FastAPI's full handler. Both give the same
     answers and the same errors."""
-    import fastapi.routing
-
-    solved: list[str] = []
-    real = fastapi.routing.solve_dependencies
-
-    async def counting(*args: Any, **kw: Any) -> Any:
-        solved.append(kw["request"].url.path)
-        return await real(*args, **kw)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     h, other = new_key("acme"), new_key("globex")
     job = api.post("/v1/txt2img", json=TXT, headers=h).json()
     solved.clear()
@@ -331,20 +337,10 @@ def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_rout
 
 
 def test_a_plain_submit_skips_the_dependency_solver_and_answers_as_the_full_route(
-    api: TestClient, new_key: Callable[[str], Headers], monkeypatch: pytest.MonkeyPatch
+    api: TestClient, new_key: Callable[[str], Headers], solved: list[str]
 ) -> None:
     """A template POST without a query string or an `Idempotency-Key` takes the fast path; one
     with a key (whose format the declaration checks) or a query string goes the full way."""
-    import fastapi.routing
-
-    solved: list[str] = []
-    real = fastapi.routing.solve_dependencies
-
-    async def counting(*args: Any, **kw: Any) -> Any:
-        solved.append(kw["request"].url.path)
-        return await real(*args, **kw)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     h = new_key("acme")
     seeded = {**TXT, "seed": 7}
     fast = api.post("/v1/txt2img", json=seeded, headers=h)

@@ -68,7 +68,8 @@ def new_id(prefix: str) -> str:
 class OneRow:
     """A prebuilt Core `SELECT` of at most one row, for the hottest reads (a job by id).
 
-    `rows(connection, params)` returns the row (attribute access by column name) or None. On
+    Called with a connection and the parameters, it returns the row (attribute access by
+    column name) or None. On
     SQLite it runs on the connection's own sqlite3 handle: the statement is compiled once, its
     values are converted by the columns' own SQLAlchemy result processors (JSON, timestamps),
     and the connection's `before_cursor_execute` listeners still see it, so statement counts
@@ -80,8 +81,9 @@ class OneRow:
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt
-        self.columns = [c.name for c in stmt.selected_columns]
-        self.row = namedtuple("OneRowResult", self.columns)  # type: ignore[misc]
+        self.row = namedtuple(  # type: ignore[misc]
+            "OneRowResult", [c.name for c in stmt.selected_columns]
+        )
         self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
         self._pg: str | None = None
 
@@ -233,26 +235,13 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
         """`fn(connection, ...)` for one read-only statement, with no ORM session: for the
-        hottest reads (a job by id), which want rows, not objects. On SQLite the statement runs
-        without a BEGIN (a single SELECT is its own snapshot), so `fn` must read once. Retried
-        once after a dropped connection."""
-        for attempt in (1, 2):
-            try:
-                with self._fetch_engine.connect() as c:
-                    return fn(c, *args, **kw)
-            except DBAPIError as e:
-                if attempt == 1 and e.connection_invalidated:
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        hottest reads (a job by id), which want rows, not objects. The statement runs without
+        a BEGIN (on SQLite a single SELECT is its own snapshot, on PostgreSQL autocommit), so
+        `fn` must read once. Retried once after a dropped connection.
 
-    def _fetch_held(
-        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
-    ) -> T:
-        """`call_fetch` on a connection this thread keeps between calls: checking one out of
-        the pool and returning it cost more than the statement. It holds no snapshot between
-        calls (its statements run without a BEGIN: on PostgreSQL in autocommit, and
-        SQLAlchemy's own transaction is ended after each), so it never holds back a SQLite
+        The connection is one this thread keeps between calls: checking one out of the pool
+        and returning it cost more than the statement. It holds no snapshot between calls
+        (SQLAlchemy's own transaction is ended after each), so it never holds back a SQLite
         checkpoint or PostgreSQL's vacuum. On PostgreSQL, one per thread of the executor that
         `fetch` hops to (a handful), besides the pool."""
         for attempt in (1, 2):
@@ -278,20 +267,20 @@ class Database:
         """`call_fetch` from async code, on a held connection: inline on SQLite, on a worker
         thread for PostgreSQL (as `read`)."""
         if self.is_sqlite:
-            return self._fetch_held(fn, *args, **kw)
+            return self.call_fetch(fn, *args, **kw)
 
         def work() -> T:
-            return self._fetch_held(fn, *args, **kw)
+            return self.call_fetch(fn, *args, **kw)
 
         return await asyncio.to_thread(work)
 
     async def one(self, row: OneRow, params: dict[str, Any]) -> Any:
         """`row`'s result (or None) from async code, for the hottest reads: on SQLite inline
-        on `fetch`'s held connection; on PostgreSQL on psycopg's own async connection, on the
+        on `call_fetch`'s held connection; on PostgreSQL on psycopg's own async connection, on the
         event loop (`_AsyncReads`), where a thread hop and SQLAlchemy's execution cost about
         three times as much (`bench/pg_fetch.py`)."""
         if self.is_sqlite:
-            return self._fetch_held(row, params)
+            return self.call_fetch(row, params)
         loop = asyncio.get_running_loop()
         reads = self._async_reads.get(loop)
         if reads is None:
@@ -359,6 +348,11 @@ class _AsyncReads:
     server dropped fails its statement; the pool is then checked (broken connections are
     dropped) and the statement tried once more, as `Database.call` does."""
 
+    # How long a read waits for one of the pool's connections before it takes the thread way
+    # instead: the pool opens connections in the background, so a server that refuses them
+    # would otherwise hold every read for the whole wait before its 503.
+    CONNECTION_WAIT_S = 2.0
+
     def __init__(self, db: Database) -> None:
         from psycopg.conninfo import make_conninfo
         from psycopg_pool import AsyncConnectionPool
@@ -374,11 +368,6 @@ class _AsyncReads:
         )
         self._opened = False
         self._opening = asyncio.Lock()
-
-    # How long a read waits for one of the pool's connections before it takes the thread way
-    # instead: the pool opens connections in the background, so a server that refuses them
-    # would otherwise hold every read for the whole wait before its 503.
-    CONNECTION_WAIT_S = 2.0
 
     async def one(self, row: OneRow, params: dict[str, Any]) -> Any:
         import psycopg

@@ -101,16 +101,9 @@ _VIEW_ROW = OneRow(_VIEW)
 
 
 async def read_view(db: Database, tenant_id: str, job_id: str) -> JobRow:
-    """`view_job` from async code (`Database.one`: on PostgreSQL, no thread hop)."""
+    """A job as the hot read paths show it (GET, `?wait=`, SSE): one statement, no ORM, no
+    rendered graph (`Database.one`: on PostgreSQL, no thread hop)."""
     row: JobRow | None = await db.one(_VIEW_ROW, {"job_id": job_id, "tenant_id": tenant_id})
-    if row is None:
-        raise NotFound(f"No job {job_id}.")
-    return row
-
-
-def view_job(c: Connection, tenant_id: str, job_id: str) -> JobRow:
-    """`get_job` for the hot read paths (GET, `?wait=`, SSE): one statement, no ORM."""
-    row: JobRow | None = _VIEW_ROW(c, {"job_id": job_id, "tenant_id": tenant_id})
     if row is None:
         raise NotFound(f"No job {job_id}.")
     return row
