@@ -276,12 +276,12 @@ async def _create(
         if idempotency_key
         else None
     )
-    stored = await services.db.run(
+    stored = await services.db.write(
         lifecycle.create, job, services.settings.active_job_quota, remember
     )
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:
-            await services.db.run(lifecycle.save_call_id, stored.id, call_id)
+            await services.db.write(lifecycle.save_call_id, stored.id, call_id)
             stored.call_id = call_id
     return stored, False

@@ -80,7 +80,7 @@ class Stages:
         from engine.db.database import Database
         from engine.intake.storage import LocalStorage
 
-        for name in ("run", "read", "fetch"):
+        for name in ("run", "read", "fetch", "write", "one"):
             self.wrap(Database, name, f"db.{name}", by_fn=True)
         for name in ("submit", "run", "view"):
             self.wrap(ComfyClient, name, f"comfy.{name}")

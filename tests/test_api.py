@@ -295,6 +295,130 @@ def test_quota_burst_of_eight_accepts_five(
     assert api.post("/v1/txt2img", json=TXT, headers=new_key("other")).status_code == 202
 
 
+def test_a_tenant_s_kept_count_of_active_jobs_follows_every_way_a_job_ends(
+    db_url: str,
+) -> None:
+    """Admission reads `tenants.active_jobs` instead of counting jobs: every insert and every
+    move to a terminal state keeps it equal to the count, a lost race changes nothing, and the
+    quota frees as jobs end."""
+    from engine.db.database import Database, new_id, utcnow
+    from engine.errors import QuotaExceeded
+    from engine.jobs import lifecycle
+    from engine.jobs.states import FAILED, QUEUED, RUNNING, SUCCEEDED
+    from engine.jobs.store import count_active, end_running, transition
+    from engine.tenants.keys import ensure_tenant
+
+    db = Database(db_url)
+    db.migrate()
+    with db.session() as s:
+        tid = ensure_tenant(s, "acme").id
+        other = ensure_tenant(s, "globex").id
+
+    def submit(tenant: str, quota: int = 100) -> str:
+        job = Job(
+            id=new_id("job"), tenant_id=tenant, template="txt2img", template_version="1.0.0",
+            status=QUEUED, params={}, inputs={}, graph={}, graph_hash="0" * 64, progress=0.0,
+            outputs=[], attempts=0, cancel_requested=False, metering={}, runner="local",
+            created_at=utcnow(),
+        )  # fmt: skip
+        return db.call(lifecycle.create, job, quota).id
+
+    def kept() -> int:
+        with db.engine.connect() as c:
+            assert count_active(c) == {}  # every tenant's kept count equals its count
+        with db.session() as s:
+            from engine.db.tables import Tenant
+
+            t = s.get(Tenant, tid)
+            assert t is not None
+            return t.active_jobs
+
+    ids = [submit(tid) for _ in range(6)]
+    submit(other)
+    assert kept() == 6
+    with db.session() as s:  # a queued job cancelled
+        assert lifecycle.cancel(s, tid, ids[0])[1] == QUEUED
+    assert kept() == 5
+    with db.session() as s:  # claimed (still active), then finished
+        job = lifecycle.claim(s, "w1", "local")
+        assert job is not None and job.id == ids[1]
+    assert kept() == 5
+    with db.session() as s:
+        assert end_running(s, ids[1], SUCCEEDED, finished_at=utcnow()) is not None
+    assert kept() == 4
+    with db.session() as s:  # re-queued after a fault: active all along
+        assert lifecycle.claim(s, "w1", "local") is not None
+        assert transition(s, ids[2], [RUNNING], QUEUED, worker_id=None)
+    assert kept() == 4
+    with db.session() as s:  # timed out in the queue, then a running one cancelled
+        assert lifecycle.expire(s, ids[2], QUEUED, {"type": "timeout"}, utcnow())
+        assert lifecycle.claim(s, "w1", "local") is not None
+        assert lifecycle.cancel(s, tid, ids[3])[1] == RUNNING
+    assert kept() == 2
+    with db.session() as s:  # a lost race: the job already ended, nothing changes
+        assert end_running(s, ids[3], FAILED, finished_at=utcnow()) is None
+        assert not lifecycle.expire(s, ids[1], RUNNING, {"type": "timeout"}, utcnow())
+    assert kept() == 2
+    with pytest.raises(QuotaExceeded):  # a quota of 2 is full: refused, and counted out again
+        submit(tid, quota=2)
+    assert kept() == 2
+    with db.session() as s:
+        assert lifecycle.cancel(s, tid, ids[4])[1] == QUEUED
+    assert kept() == 1
+    submit(tid, quota=2)  # room again
+    assert kept() == 2
+    db.dispose()
+
+
+def test_the_migration_counts_each_tenant_s_active_jobs(db_url: str) -> None:
+    """0006 -> 0007 fills `tenants.active_jobs` from the jobs already stored."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from engine.db.database import Database, utcnow
+    from engine.db.migrate import alembic_config
+    from engine.db.tables import Tenant
+
+    db = Database(db_url)
+    cfg = alembic_config(db)
+    command.upgrade(cfg, "0006")
+    now = utcnow()
+    with db.engine.begin() as conn:
+        for tid in ("ten_1", "ten_2"):
+            conn.execute(
+                Tenant.__table__.insert().values(id=tid, name=tid, created_at=now, submit_seq=0)
+            )
+        for i, (tid, status) in enumerate(
+            [("ten_1", "queued"), ("ten_1", "running"), ("ten_1", "succeeded"), ("ten_2", "failed")]
+        ):
+            conn.execute(
+                Job.__table__.insert().values(
+                    id=f"job_{i}",
+                    tenant_id=tid,
+                    template="txt2img",
+                    template_version="1.0.0",
+                    status=status,
+                    params={},
+                    inputs={},
+                    graph={},
+                    graph_hash="0" * 64,
+                    progress=0.0,
+                    outputs=[],
+                    attempts=0,
+                    cancel_requested=False,
+                    created_at=now,
+                    metering={},
+                )  # fmt: skip
+            )
+    command.upgrade(cfg, "head")
+    with db.engine.connect() as c:
+        got = {r[0]: r[1] for r in c.execute(text("SELECT id, active_jobs FROM tenants"))}
+    assert got == {"ten_1": 2, "ten_2": 0}
+    command.downgrade(cfg, "0006")
+    command.upgrade(cfg, "head")
+    db.dispose()
+
+
 def test_tenant_isolation(api: TestClient, new_key: Callable[[str], Headers]) -> None:
     a, b = new_key("acme"), new_key("globex")
     job = api.post("/v1/txt2img", json=TXT, headers=a).json()

@@ -277,11 +277,13 @@ def test_database_round_trips_of_the_hot_routes(
     with count_statements(db) as post_sql:
         assert api.post("/v1/upscale", json=body, headers=h).status_code == 202
     writes = [x for x in post_sql if x in ("INSERT", "UPDATE", "DELETE")]
-    # The tenant's submit lock, the job row; nothing for the rate limit or the key.
+    # The tenant's row (its lock and its count of active jobs), the job row; nothing for the
+    # rate limit or the key.
     assert writes == ["UPDATE", "INSERT"], post_sql
-    assert post_sql.count("SELECT") <= 6, post_sql
-    # One read (the idempotency replay check is skipped without a key), one write.
-    assert post_sql.count("BEGIN") == 2, post_sql
+    # The admission read (one statement, no transaction; the idempotency replay check is
+    # skipped without a key), and on PostgreSQL the NOTIFY of the new job.
+    assert post_sql.count("SELECT") == (1 if db.is_sqlite else 2), post_sql
+    assert post_sql.count("BEGIN") == 1, post_sql  # one write transaction
 
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
@@ -454,6 +456,13 @@ def test_the_one_row_read_gives_what_sqlalchemy_gives_and_is_counted(
         broken = OneRow(_VIEW.where(text("no_such_column = 1")))
         with pytest.raises(DBAPIError):
             broken(c, params)
+        # A value fixed in the statement is sent with the caller's; an expanding IN is refused.
+        jobs = _VIEW.selected_columns
+        fixed = OneRow(_VIEW.where(jobs.status == "cancelled"))
+        assert tuple(fixed(c, params)) == tuple(expected)
+        assert OneRow(_VIEW.where(jobs.status == "queued"))(c, params) is None
+        with pytest.raises(TypeError):
+            OneRow(_VIEW.where(jobs.status.in_(["queued", "running"])))
 
     # From async code (`Database.one`: psycopg's async connection on PostgreSQL), the same.
     async def from_async() -> tuple[Any, Any, list[str]]:
@@ -474,3 +483,79 @@ def test_the_one_row_read_gives_what_sqlalchemy_gives_and_is_counted(
     assert tuple(got) == tuple(expected) and missing is None
     assert got.created_at == expected.created_at and got.outputs == expected.outputs
     assert seen == ["SELECT"]
+
+
+def test_a_short_write_runs_on_the_loop_unless_another_writer_holds_sqlite(tmp_path: Path) -> None:
+    """`Database.write` on SQLite: inline on the event loop when the write lock is free at
+    once; on a worker thread, waiting its turn there, when this process's writer or another
+    process's holds it, with the event loop free meanwhile. What it commits is announced as
+    a transaction on a thread announces it."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from engine.jobs.events import JOB, Change, record
+
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    db.migrate()
+
+    def tx(s: Any, key: str) -> int:
+        record(s, Change(JOB, key, "queued"))
+        s.execute(text("CREATE TABLE IF NOT EXISTS t (k TEXT)"))
+        s.execute(text("INSERT INTO t VALUES (:k)"), {"k": key})
+        return threading.get_ident()
+
+    async def scenario() -> tuple[int, int, int, int, list[str], int]:
+        loop_thread = threading.get_ident()
+        with db.events.watch(JOB) as w:
+            inline = await db.write(tx, "a")
+            await asyncio.wait_for(w.wait(1), 1)
+            announced = [c.id for c in w.drain()]
+        # Another process's writer (a second connection holding SQLite's write lock).
+        other = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        waiting = asyncio.create_task(db.write(tx, "b"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # waiting for the lock, on a thread
+        other.execute("COMMIT")
+        other.close()
+        behind_other = await waiting
+        ticker.cancel()
+        # This process's own writer on a thread holds the in-process lock.
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with db.session() as s:
+                s.execute(text("INSERT INTO t VALUES ('held')"))
+                held.set()
+                release.wait(5)
+
+        holder = asyncio.get_running_loop().run_in_executor(None, hold)
+        await asyncio.get_running_loop().run_in_executor(None, held.wait, 5)
+        waiting = asyncio.create_task(db.write(tx, "c"))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        release.set()
+        behind_own = await waiting
+        await holder
+        return loop_thread, inline, behind_other, behind_own, announced, ticks
+
+    loop_thread, inline, behind_other, behind_own, announced, ticks = asyncio.run(scenario())
+    assert inline == loop_thread
+    assert behind_other != loop_thread and behind_own != loop_thread
+    assert announced == ["a"]
+    assert ticks >= 10  # the loop ran while the write waited
+    with db.engine.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT k FROM t ORDER BY rowid"))] == [
+            "a", "b", "held", "c"
+        ]  # fmt: skip
+    db.dispose()

@@ -23,7 +23,7 @@ from engine.catalog.render import TemplateGraphs, example_params
 from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job
 from engine.jobs.states import FAILED, QUEUED, RUNNING
-from engine.jobs.store import claim_job
+from engine.jobs.store import claim_job, insert_job
 from engine.runners.modal import APP_NAME, ModalRunner, worker_cls_name
 from engine.tenants.keys import create_key, ensure_tenant
 
@@ -121,7 +121,7 @@ def add_job(db: Database, catalog: Catalog, *, age_s: float = 0, **fields: objec
         )
         for k, v in fields.items():
             setattr(job, k, v)
-        s.add(job)
+        insert_job(s, job, quota=100)  # the store's own insert: the tenant counts it
         return job.id
 
 

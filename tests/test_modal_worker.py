@@ -23,7 +23,7 @@ from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job
 from engine.intake.storage import LocalStorage
 from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
-from engine.jobs.store import transition
+from engine.jobs.store import insert_job, transition
 from engine.runners.modal_worker import (
     EngineLost,
     ModalWorker,
@@ -114,7 +114,7 @@ def add_job(
             runner="modal",
             created_at=utcnow(),
         )
-        s.add(job)
+        insert_job(s, job, quota=100)  # the store's own insert: the tenant counts it
         return job.id
 
 

@@ -353,16 +353,14 @@ def test_a_sunset_needs_a_deprecation(tmp_path: Path) -> None:
 def test_cancelling_a_finished_job_is_a_conflict_with_a_numeric_status(
     api: TestClient, new_key: Callable[[str], dict[str, str]]
 ) -> None:
-    from engine.db.tables import Job
-    from engine.jobs.states import SUCCEEDED
+    from engine.jobs.states import QUEUED, SUCCEEDED
+    from engine.jobs.store import transition
 
     h = new_key("acme")
     job = api.post("/v1/txt2img", json={"prompt": "x"}, headers=h).json()
     db = api.app.state.services.db  # type: ignore[attr-defined]
-    with db.session() as s:
-        row = s.get(Job, job["id"])
-        assert row is not None
-        row.status = SUCCEEDED
+    with db.session() as s:  # as a worker would finish it
+        assert transition(s, job["id"], [QUEUED], SUCCEEDED)
     r = api.delete(f"/v1/jobs/{job['id']}", headers=h)
     assert r.status_code == 409
     body = r.json()

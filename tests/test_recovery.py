@@ -20,6 +20,7 @@ from engine.catalog.render import TemplateGraphs, example_params
 from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job, LedgerEntry
 from engine.jobs.states import RUNNING
+from engine.jobs.store import insert_job
 from engine.tenants.keys import create_key
 from tests.helpers import finished, wait_for
 
@@ -62,7 +63,7 @@ def orphan(db: Database, tenant: str, attempts: int) -> str:
             started_at=stale,
             heartbeat_at=stale,
         )
-        s.add(job)
+        insert_job(s, job, quota=100)  # the store's own insert: the tenant counts it
     return job.id
 
 

@@ -44,8 +44,8 @@ from stencil_sdk import (
 )
 from stencil_sdk._sse import iter_events
 
-from engine.db.tables import Job
-from engine.jobs.states import SUCCEEDED
+from engine.jobs.states import QUEUED, SUCCEEDED
+from engine.jobs.store import transition
 from tests.helpers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,10 +115,8 @@ def test_cancel_wait_and_events_end_cleanly(sdk: Stencil, api: TestClient) -> No
     assert sdk.wait(job).status == JobStatus.CANCELLED
     done = sdk.submit("/v1/txt2img", TXT)
     db = api.app.state.services.db  # type: ignore[attr-defined]
-    with db.session() as s:
-        row = s.get(Job, done.id)
-        assert row is not None
-        row.status = SUCCEEDED
+    with db.session() as s:  # as a worker would finish it
+        assert transition(s, done.id, [QUEUED], SUCCEEDED)
     with pytest.raises(ConflictError) as e:
         sdk.cancel(done)
     assert e.value.problem is not None and e.value.problem.status == 409

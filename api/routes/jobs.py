@@ -324,7 +324,7 @@ async def cancel_job(
     """Cancel a job: a queued job never starts; a running one is interrupted in ComfyUI."""
 
     for _ in range(3):
-        job, was = await services.db.run(cancel, principal.tenant_id, job_id)
+        job, was = await services.db.write(cancel, principal.tenant_id, job_id)
         if was == "running" and services.runner is not None:
             await services.runner.cancel(job.id, job.call_id)
         if was in ("queued", "running", CANCELLED):

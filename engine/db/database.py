@@ -16,7 +16,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.db.tables import Base
@@ -80,31 +80,50 @@ class OneRow:
     """
 
     def __init__(self, stmt: Any) -> None:
+        if any(b.expanding for b in stmt.compile().binds.values()):
+            # SQLAlchemy rewrites an expanding `IN` at each execution, which this bypasses.
+            raise TypeError("OneRow takes no expanding IN; compare with or_() instead")
         self.stmt = stmt
         self.row = namedtuple(  # type: ignore[misc]
             "OneRowResult", [c.name for c in stmt.selected_columns]
         )
         self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
         self._pg: str | None = None
+        self.defaults: dict[str, Any] = {}
+
+    def _compile(self, dialect: Any) -> Any:
+        compiled = self.stmt.compile(dialect=dialect)
+        # Values fixed in the statement (the caller gives the rest).
+        self.defaults = {
+            name: b.value
+            for b, name in compiled.bind_names.items()
+            if b.value is not None and not b.required
+        }
+        return compiled
 
     def pg_sql(self, dialect: Any) -> str:
         """The statement compiled once for PostgreSQL (psycopg's `%(name)s` parameters)."""
         if self._pg is None:
-            self._pg = str(self.stmt.compile(dialect=dialect))
+            self._pg = str(self._compile(dialect))
         return self._pg
+
+    def args(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The caller's parameters with the values fixed in the statement."""
+        return {**self.defaults, **params} if self.defaults else params
 
     def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
         if c.dialect.name != "sqlite":
             return c.execute(self.stmt, params).first()
         if self._sqlite is None:
-            compiled = self.stmt.compile(dialect=c.dialect)
+            compiled = self._compile(c.dialect)
             procs = [
                 col.type._cached_result_processor(c.dialect, None)
                 for col in self.stmt.selected_columns
             ]
             self._sqlite = (str(compiled), tuple(compiled.positiontup or ()), procs)
         sql, order, procs = self._sqlite
-        args = tuple(params[k] for k in order)
+        given = self.args(params)
+        args = tuple(given[k] for k in order)
         raw = c.connection.driver_connection
         assert raw is not None
         cursor = raw.cursor()
@@ -162,10 +181,10 @@ class Database:
         # turn the moment the last one commits, rather than in SQLite's busy handler, which
         # sleeps between retries (up to 100 ms a sleep: the tail of every contended submit).
         # Another process's writer is still waited for by the busy handler.
-        self._writer: AbstractContextManager[Any] = (
-            threading.RLock() if self.is_sqlite else nullcontext()
-        )
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+        self._writer: AbstractContextManager[Any] = self._write_lock or nullcontext()
         self._held = threading.local()  # `fetch`'s connection, one per thread
+        self._inline: Connection | None = None  # `write`'s connection on SQLite
         self._held_all: list[Connection] = []
         self._held_lock = threading.Lock()
         # `one`'s connections on PostgreSQL: a pool per event loop (a connection belongs to
@@ -304,6 +323,49 @@ class Database:
 
         return await asyncio.to_thread(work)
 
+    async def write(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """`run` for a short transaction (a submit's insert, a cancel). On SQLite, when no other
+        writer holds the write lock at that moment, it runs inline on the event loop: the hop
+        to a worker thread and back cost about as much as the transaction. A writer of this
+        process (the in-process lock) or of another process (SQLite's own lock, tried without
+        waiting) sends it to a thread, to wait there as `run` does; `fn` must not block."""
+        lock = self._write_lock
+        if lock is not None and lock.acquire(blocking=False):
+            try:
+                done, result = self._call_inline(fn, args, kw)
+            finally:
+                lock.release()
+            if done:
+                return result  # type: ignore[return-value]
+        return await self.run(fn, *args, **kw)
+
+    def _call_inline(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> tuple[bool, T | None]:
+        """`fn` in a transaction on the event loop's own connection, which never waits for the
+        write lock; (False, None) when another process holds it (nothing was done)."""
+        c = self._inline
+        if c is None or c.closed or c.invalidated:
+            c = self._inline = self.engine.connect()
+            driver = c.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA busy_timeout=0")  # SQLITE_BUSY at once, not a wait
+            with self._held_lock:
+                self._held_all.append(c)
+        with self.sessions(bind=c) as s:
+            try:
+                s.begin()
+                s.connection()  # BEGIN IMMEDIATE now, before any of `fn` runs
+            except OperationalError as e:
+                if getattr(e.orig, "sqlite_errorcode", None) == _SQLITE_BUSY:
+                    return False, None
+                raise
+            result = fn(s, *args, **kw)
+            s.commit()
+            return True, result
+
     async def read(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
@@ -336,6 +398,7 @@ class Database:
         for c in held:
             c.close()
         self._held = threading.local()
+        self._inline = None
         self.engine.dispose()
 
 
@@ -385,8 +448,8 @@ class _AsyncReads:
                 async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
                     cur = conn.cursor()
                     if listeners:
-                        listeners(None, cur, sql, params, None, False)
-                    await cur.execute(sql, params)
+                        listeners(None, cur, sql, row.args(params), None, False)
+                    await cur.execute(sql, row.args(params))
                     found = await cur.fetchone()
                     return None if found is None else row.row(*found)
             except PoolTimeout:
@@ -407,6 +470,9 @@ class _AsyncReads:
     async def close(self) -> None:
         if self._opened:
             await self.pool.close()
+
+
+_SQLITE_BUSY = 5  # sqlite3's SQLITE_BUSY: another connection holds the write lock
 
 
 def _sqlite_begin(conn: Any) -> None:

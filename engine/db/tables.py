@@ -54,6 +54,9 @@ class Tenant(Base):
     active_job_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Bumped inside the submit transaction so concurrent submits of one tenant serialise.
     submit_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The tenant's queued and running jobs, kept in step by the transactions that create a job
+    # and that end one (`engine.jobs.store`): admission reads it instead of counting the jobs.
+    active_jobs: Mapped[int] = mapped_column(Integer, server_default="0")
     # Per-tenant rate limits (`N/minute`); None: the settings' defaults.
     rate_limit_write: Mapped[str | None] = mapped_column(String(100), nullable=True)
     rate_limit_read: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import String, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from engine.catalog.catalog import Catalog
-from engine.db.database import Database, utcnow
+from engine.db.database import Database, OneRow, utcnow
 from engine.db.tables import Job, Tenant, TenantBudget
 from engine.errors import Unauthorized
 from engine.jobs.events import JOB
-from engine.jobs.states import ACTIVE, CANCELLED, QUEUED, RUNNING, TERMINAL
+from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
 from engine.jobs.store import (
     JobRow,
     claim_job,
@@ -101,40 +100,38 @@ async def follow(
 # ---- the customer's transitions ------------------------------------------------------------
 
 
-# Built once: building the statement cost more than running it.
+# Built once: building the statement cost more than running it. Read as a `OneRow` (on
+# SQLite on the connection's own handle, on PostgreSQL on the event loop's async connection):
+# SQLAlchemy's execution around it cost more than the statement.
 _TENANT = bindparam("tenant_id", type_=String())
-_ADMISSION = select(
-    select(Tenant.active_job_quota).where(Tenant.id == _TENANT).scalar_subquery(),
-    select(func.count())
-    .select_from(Job)
-    .where(Job.tenant_id == _TENANT, Job.status.in_(ACTIVE))
-    .scalar_subquery(),
-    exists().where(TenantBudget.tenant_id == _TENANT),
+_ADMISSION = OneRow(
+    select(
+        Tenant.active_job_quota,
+        Tenant.active_jobs,
+        exists().where(TenantBudget.tenant_id == _TENANT).label("budgeted"),
+    ).where(Tenant.id == _TENANT)
 )
-
-
-def _admission(c: Connection, tenant_id: str) -> tuple[int | None, int, bool]:
-    """The tenant's own quota, its active jobs and whether it has a budget: one statement."""
-    row = c.execute(_ADMISSION, {"tenant_id": tenant_id}).one()
-    return row[0], int(row[1] or 0), bool(row[2])
 
 
 async def admit(db: Database, tenant_id: str, default_quota: int) -> None:
     """The cheap refusals before any work (a fetch, a render, a stored input): the tenant's
-    active-job quota (429) and monthly budget (402). One statement for a tenant without a
-    budget; `create` checks the quota again, under the tenant's lock, as it stores the job."""
+    active-job quota (429) and monthly budget (402). One statement (the tenant's row: its kept
+    count of active jobs, not a count of its jobs) for a tenant without a budget; `create`
+    checks the quota again, under the tenant's lock, as it stores the job."""
     from engine.billing.budgets import check_budget
     from engine.errors import QuotaExceeded
 
-    own, active, budgeted = await db.fetch(_admission, tenant_id)
-    quota = own if own is not None else default_quota
-    if active >= quota:
+    row = await db.one(_ADMISSION, {"tenant_id": tenant_id})
+    if row is None:
+        return  # no such tenant: its key would not have resolved; the insert refuses it
+    quota = row.active_job_quota if row.active_job_quota is not None else default_quota
+    if row.active_jobs >= quota:
         raise QuotaExceeded(
             f"This tenant already has the maximum of {quota} active jobs. Retry when one finishes.",
             extra={"limit": quota},
             headers={"Retry-After": "5"},
         )
-    if budgeted:
+    if row.budgeted:
         await db.read(check_budget, tenant_id)
 
 

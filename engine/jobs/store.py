@@ -45,16 +45,19 @@ _JOBS = cast(Table, Job.__table__)
 # UPDATE would also look for loaded tenants to synchronise, and ORM statements are compiled
 # through the ORM's context, which costs more than the statements take to run.
 _TENANTS = cast(Table, Tenant.__table__)
+# Locks the tenant row (concurrent submits of one tenant count in turn) and counts the new job
+# in: its active jobs after this one, and its own quota.
 _SUBMIT_LOCK = (
     update(_TENANTS)
     .where(_TENANTS.c.id == bindparam("tenant_id"))
-    .values(submit_seq=_TENANTS.c.submit_seq + 1)
-    .returning(_TENANTS.c.active_job_quota)
+    .values(submit_seq=_TENANTS.c.submit_seq + 1, active_jobs=_TENANTS.c.active_jobs + 1)
+    .returning(_TENANTS.c.active_job_quota, _TENANTS.c.active_jobs)
 )
-_ACTIVE = (
-    select(func.count())
-    .select_from(_JOBS)
-    .where(_JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.status.in_(ACTIVE))
+# A job ended: counted out, in the transaction that ended it.
+_ENDED = (
+    update(_TENANTS)
+    .where(_TENANTS.c.id == bindparam("tenant_id"))
+    .values(active_jobs=_TENANTS.c.active_jobs - 1)
 )
 _INSERT = insert(_JOBS)
 
@@ -62,16 +65,20 @@ _INSERT = insert(_JOBS)
 def insert_job(s: Session, job: Job, quota: int) -> Job:
     """Insert a queued job unless the tenant already has `quota` active jobs.
 
-    The row is written with one Core INSERT of the values set on `job` (no unit of work: the
-    object is the caller's record of what was stored, not attached to `s`).
+    The tenant's `active_jobs` count is kept in step with its jobs by this insert and by every
+    move to a terminal state (`_move`), so no submit counts the tenant's jobs: the cost of a
+    submit does not grow with the tenant's queue. The row is written with one Core INSERT of
+    the values set on `job` (no unit of work: the object is the caller's record of what was
+    stored, not attached to `s`).
     """
-    # Lock the tenant row first: concurrent submits of one tenant then count in turn.
-    tenant = {"tenant_id": job.tenant_id}
     c = s.connection()
-    own = c.execute(_SUBMIT_LOCK, tenant).first()
-    limit = own[0] if own is not None and own[0] is not None else quota
-    active = c.execute(_ACTIVE, tenant).scalar()
-    if (active or 0) >= limit:
+    counted = c.execute(_SUBMIT_LOCK, {"tenant_id": job.tenant_id}).first()
+    if counted is None:
+        raise NotFound(f"No tenant {job.tenant_id}.")
+    limit = counted[0] if counted[0] is not None else quota
+    active = counted[1] - 1  # before this job
+    if active >= limit:
+        # Raised before the commit: the transaction, and the count above, roll back.
         raise QuotaExceeded(
             f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
             extra={"active_jobs": active, "limit": limit},
@@ -81,6 +88,23 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
     c.execute(_INSERT, {col.key: given[col.key] for col in _JOBS.c if col.key in given})
     record(s, Change(JOB, job.id, job.status))
     return job
+
+
+def count_active(c: Connection) -> dict[str, tuple[int, int]]:
+    """Each tenant's kept count of active jobs beside the count of its jobs, where they differ
+    (none should): for tests and an operator's check."""
+    counted = (
+        select(_JOBS.c.tenant_id, func.count().label("n"))
+        .where(_JOBS.c.status.in_(ACTIVE))
+        .group_by(_JOBS.c.tenant_id)
+        .subquery()
+    )
+    rows = c.execute(
+        select(_TENANTS.c.id, _TENANTS.c.active_jobs, func.coalesce(counted.c.n, 0)).outerjoin(
+            counted, counted.c.tenant_id == _TENANTS.c.id
+        )
+    )
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows if int(r[1]) != int(r[2])}
 
 
 def get_job(s: Session, tenant_id: str, job_id: str) -> Job:
@@ -157,16 +181,20 @@ def _move(
     # `populate_existing` read below where it matters. Pending changes go first, as the ORM
     # statement's autoflush would have sent them.
     s.flush()
-    r = s.connection().execute(
+    assert to not in TERMINAL or all(f in ACTIVE for f in from_states)
+    c = s.connection()
+    moved = c.execute(
         update(_JOBS)
         .where(_JOBS.c.id == job_id, _JOBS.c.status.in_(list(from_states)))
         .values(status=to, **values)
-    )
-    if not r.rowcount:
+        .returning(_JOBS.c.tenant_id)
+    ).first()
+    if moved is None:
         return False, None
     record(s, Change(JOB, job_id, to))
     if to not in TERMINAL:
         return True, None
+    c.execute(_ENDED, {"tenant_id": moved[0]})
     job = s.get(Job, job_id, populate_existing=True)
     if job is not None and job.webhook_url:
         s.add(terminal_event(job))

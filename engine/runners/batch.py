@@ -151,7 +151,7 @@ async def execute_batch(
     batch.weights = [float(built.rows[j.id]) for j in jobs]
     batch_id = new_batch_id()
     for job in jobs:
-        await ctx.db.run(lifecycle.set_running, job.id, batch_id=batch_id, batch_size=len(jobs))
+        await ctx.db.write(lifecycle.set_running, job.id, batch_id=batch_id, batch_size=len(jobs))
     # Container start/restore seconds are paid by the first prompt the container runs.
     batch.meter.container_boot_seconds, ctx.container_boot_seconds = (
         ctx.container_boot_seconds,
@@ -209,7 +209,7 @@ async def _isolate(
         if i in bad:
             continue
         metering = m.metering()
-        if await batch.ctx.db.run(lifecycle.rerun_in_batch, m.job, m.charge(metering)):
+        if await batch.ctx.db.write(lifecycle.rerun_in_batch, m.job, m.charge(metering)):
             observe_attempt(m.job.template, metering)
             again.append(m.job.id)
         else:  # cancelled meanwhile: settle what it used
@@ -265,7 +265,7 @@ async def _run(
         last = now
         frac = min(0.99, float(ev.fraction))
         for m in members:
-            await ctx.db.run(lifecycle.set_running, m.job.id, progress=frac)
+            await ctx.db.write(lifecycle.set_running, m.job.id, progress=frac)
 
     meter.submitted_at = time.monotonic()
     try:
@@ -323,7 +323,7 @@ async def _run(
     lost: EngineUnavailable | None = None
     for m in members:
         job = m.job
-        await ctx.db.run(lifecycle.set_running, job.id, comfy_prompt_id=result.prompt_id)
+        await ctx.db.write(lifecycle.set_running, job.id, comfy_prompt_id=result.prompt_id)
         if cancels[job.id].is_set() or await ctx.db.read(lifecycle.status_of, job.id) != RUNNING:
             continue  # cancelled mid-batch: none of its images are kept
         refs = refs_of[job.id]

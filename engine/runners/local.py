@@ -120,7 +120,7 @@ class LocalRunner(Runner):
                 # queued after this read still wakes the wait below.
                 claimed: Job | None = None
                 if await self.db.fetch(lifecycle.any_queued, self.name):
-                    claimed = await self.db.run(lifecycle.claim, self.ctx.worker_id, self.name)
+                    claimed = await self.db.write(lifecycle.claim, self.ctx.worker_id, self.name)
                 break
             except Exception:
                 log.exception("claiming a job failed; retrying")

@@ -150,14 +150,14 @@ class _Attempt:
     async def finish(self, to: str, **values: Any) -> bool:
         """Move to a terminal state with the charge; False if another process finished it."""
         m = self.metering()
-        done = await self.ctx.db.run(lifecycle.finish, self.job.id, to, self.charge(m), values)
+        done = await self.ctx.db.write(lifecycle.finish, self.job.id, to, self.charge(m), values)
         observe_attempt(self.job.template, m)
         return done
 
     async def settle_as_is(self) -> str:
         """The job was finished elsewhere (cancel, timeout): charge what this attempt used."""
         m = self.metering()
-        await self.ctx.db.run(lifecycle.settle_as_is, self.job.id, self.charge(m))
+        await self.ctx.db.write(lifecycle.settle_as_is, self.job.id, self.charge(m))
         observe_attempt(self.job.template, m)
         return await self.status() or CANCELLED
 
@@ -175,7 +175,7 @@ class _Attempt:
         fresh: Job | None = await self.ctx.db.read(lifecycle.load, self.job.id)
         if fresh is not None and fresh.attempts < MAX_ATTEMPTS:
             m = self.metering()
-            if await self.ctx.db.run(lifecycle.requeue, self.job, self.charge(m)):
+            if await self.ctx.db.write(lifecycle.requeue, self.job, self.charge(m)):
                 observe_attempt(self.job.template, m)
                 log.warning("job %s re-queued after engine fault: %s", self.job.id, err.detail)
                 if self.ctx.on_engine_down is not None:
@@ -203,7 +203,7 @@ async def _heartbeat(
                 if changed:
                     status = await ctx.db.read(lifecycle.status_of, job_id)
                 else:
-                    status = await ctx.db.run(lifecycle.beat, job_id)
+                    status = await ctx.db.write(lifecycle.beat, job_id)
                 if status == CANCELLED:
                     cancel.set()
             except Exception:  # a database blip must not kill the job; the next beat retries
@@ -261,7 +261,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
             return
         last = now
         frac = min(0.99, float(fraction))
-        await ctx.db.run(lifecycle.set_running, job.id, progress=frac)
+        await ctx.db.write(lifecycle.set_running, job.id, progress=frac)
 
     meter.submitted_at = time.monotonic()
     try:
