@@ -276,8 +276,8 @@ async def _create(
         if idempotency_key
         else None
     )
-    stored = await services.db.write(
-        lifecycle.create, job, services.settings.active_job_quota, remember
+    stored = await lifecycle.store_new(
+        services.db, job, services.settings.active_job_quota, remember
     )
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)

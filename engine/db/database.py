@@ -7,7 +7,7 @@ import asyncio
 import threading
 import uuid
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.db.tables import Base
-from engine.jobs.events import Events
+from engine.jobs.events import Change, Events
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,11 +84,14 @@ class OneRow:
             # SQLAlchemy rewrites an expanding `IN` at each execution, which this bypasses.
             raise TypeError("OneRow takes no expanding IN; compare with or_() instead")
         self.stmt = stmt
+        # A SELECT's columns, or what a write returns (RETURNING; none without it).
+        self.columns = list(getattr(stmt, "selected_columns", None) or stmt.exported_columns)
         self.row = namedtuple(  # type: ignore[misc]
-            "OneRowResult", [c.name for c in stmt.selected_columns]
+            "OneRowResult", [c.name for c in self.columns]
         )
         self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
         self._pg: str | None = None
+        self._pg_binds: dict[str, Callable[[Any], Any]] = {}
         self.defaults: dict[str, Any] = {}
 
     def _compile(self, dialect: Any) -> Any:
@@ -104,22 +107,30 @@ class OneRow:
     def pg_sql(self, dialect: Any) -> str:
         """The statement compiled once for PostgreSQL (psycopg's `%(name)s` parameters)."""
         if self._pg is None:
-            self._pg = str(self._compile(dialect))
+            compiled = self._compile(dialect)
+            # The columns' own conversions of what is sent (JSON, timestamps, booleans).
+            self._pg_binds = dict(compiled._bind_processors)
+            self._pg = str(compiled)
         return self._pg
 
     def args(self, params: dict[str, Any]) -> dict[str, Any]:
         """The caller's parameters with the values fixed in the statement."""
         return {**self.defaults, **params} if self.defaults else params
 
+    def pg_args(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`args`, converted for psycopg as SQLAlchemy converts them (after `pg_sql`)."""
+        given = self.args(params)
+        if not self._pg_binds:
+            return given
+        procs = self._pg_binds
+        return {k: procs[k](v) if k in procs and v is not None else v for k, v in given.items()}
+
     def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
         if c.dialect.name != "sqlite":
             return c.execute(self.stmt, params).first()
         if self._sqlite is None:
             compiled = self._compile(c.dialect)
-            procs = [
-                col.type._cached_result_processor(c.dialect, None)
-                for col in self.stmt.selected_columns
-            ]
+            procs = [col.type._cached_result_processor(c.dialect, None) for col in self.columns]
             self._sqlite = (str(compiled), tuple(compiled.positiontup or ()), procs)
         sql, order, procs = self._sqlite
         given = self.args(params)
@@ -300,11 +311,24 @@ class Database:
         three times as much (`bench/pg_fetch.py`)."""
         if self.is_sqlite:
             return self.call_fetch(row, params)
+        return await self._async_pg().one(row, params)
+
+    async def pg_transaction(self, steps: Callable[[AsyncTx], Awaitable[T]]) -> T:
+        """`steps(tx)` in one transaction on psycopg's async connection (PostgreSQL only): no
+        thread hop, no ORM, prebuilt statements (`AsyncTx.one`). Changes recorded with
+        `tx.record` are sent with NOTIFY inside the transaction and handed to this process's
+        watchers after the commit, as a session's are. Tried once more on a fresh connection
+        when the server had dropped the one it got, before the commit. Raises `NoConnection`
+        when no pooled connection comes in time (the caller then takes the thread way)."""
+        assert not self.is_sqlite
+        return await self._async_pg().transaction(steps)
+
+    def _async_pg(self) -> _AsyncReads:
         loop = asyncio.get_running_loop()
         reads = self._async_reads.get(loop)
         if reads is None:
             reads = self._async_reads[loop] = _AsyncReads(self)
-        return await reads.one(row, params)
+        return reads
 
     async def aclose(self) -> None:
         """Close the async connections this event loop opened (`one`), then `dispose`."""
@@ -436,11 +460,7 @@ class _AsyncReads:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        if not self._opened:
-            async with self._opening:
-                if not self._opened:
-                    await self.pool.open(wait=False)
-                    self._opened = True
+        await self._open()
         sql = row.pg_sql(self.db.engine.dialect)
         listeners = self.db.engine.dispatch.before_cursor_execute
         for attempt in (1, 2):
@@ -467,9 +487,84 @@ class _AsyncReads:
                 raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
         raise AssertionError("unreachable")
 
+    async def transaction(self, steps: Callable[[AsyncTx], Awaitable[T]]) -> T:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        await self._open()
+        events = self.db.events
+        for attempt in (1, 2):
+            tx: AsyncTx | None = None
+            committing = False
+            try:
+                async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
+                    async with conn.transaction():
+                        tx = AsyncTx(self.db, conn)
+                        result = await steps(tx)
+                        notify = events.notify_statement(tx.changes)
+                        if notify is not None:
+                            await tx.execute(*notify)
+                        committing = True
+                events.committed(tx.changes)
+                return result
+            except PoolTimeout:
+                raise NoConnection("no PostgreSQL connection came in time") from None
+            except psycopg.OperationalError as e:
+                if attempt == 1 and not committing:
+                    await self.pool.check()
+                    continue
+                sql = tx.last_sql if tx is not None else ""
+                raise DBAPIError.instance(
+                    sql, None, e, psycopg.Error, connection_invalidated=True
+                ) from e
+            except psycopg.Error as e:
+                sql = tx.last_sql if tx is not None else ""
+                raise DBAPIError.instance(sql, None, e, psycopg.Error) from e
+        raise AssertionError("unreachable")
+
+    async def _open(self) -> None:
+        if not self._opened:
+            async with self._opening:
+                if not self._opened:
+                    await self.pool.open(wait=False)
+                    self._opened = True
+
     async def close(self) -> None:
         if self._opened:
             await self.pool.close()
+
+
+class NoConnection(Exception):
+    """`Database.pg_transaction` got no pooled connection in time."""
+
+
+class AsyncTx:
+    """A transaction on psycopg's async connection (`Database.pg_transaction`)."""
+
+    def __init__(self, db: Database, conn: Any) -> None:
+        self._db, self._conn = db, conn
+        self.changes: list[Change] = []
+        self.last_sql = ""
+
+    async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
+        """Run a prebuilt statement; its one row (RETURNING, or a SELECT's), or None."""
+        sql = stmt.pg_sql(self._db.engine.dialect)
+        found = await self.execute(sql, stmt.pg_args(params), returns=bool(stmt.columns))
+        return None if found is None else stmt.row(*found)
+
+    async def execute(self, sql: str, args: dict[str, Any], *, returns: bool = True) -> Any:
+        """Run SQL text with psycopg's `%(name)s` parameters; the first row, if any."""
+        self.last_sql = sql
+        cur = self._conn.cursor()
+        listeners = self._db.engine.dispatch.before_cursor_execute
+        if listeners:
+            listeners(None, cur, sql, args, None, False)
+        await cur.execute(sql, args)
+        return await cur.fetchone() if returns and cur.description is not None else None
+
+    def record(self, change: Change) -> None:
+        """Announce `change` once this transaction commits (as `events.record` for a session)."""
+        self.changes.append(change)
 
 
 _SQLITE_BUSY = 5  # sqlite3's SQLITE_BUSY: another connection holds the write lock

@@ -137,17 +137,29 @@ class Events:
 
     def before_commit(self, s: Session) -> None:
         """On PostgreSQL, NOTIFY inside the transaction: sent if and only if it commits."""
-        changes = s.info.get(_PENDING)
+        notify = self.notify_statement(s.info.get(_PENDING) or [], style=":p")
+        if notify is not None:
+            s.execute(text(notify[0]), notify[1])
+
+    def notify_statement(
+        self, changes: list[Change], style: str = "%(p)s"
+    ) -> tuple[str, dict[str, str]] | None:
+        """The NOTIFY of a transaction's changes, to run inside it (PostgreSQL without Redis):
+        one statement for every change; pg_notify dedupes nothing we need. `style` is the
+        parameter style (`:p` for SQLAlchemy text, `%(p)s` for psycopg)."""
         if not changes or self.transport != "postgres":
-            return
-        # One statement for every change of the transaction; pg_notify dedupes nothing we need.
+            return None
         params = {f"p{i}": c.dumps(self.origin) for i, c in enumerate(changes)}
-        sql = "SELECT " + ", ".join(f"pg_notify('{CHANNEL}', :p{i})" for i in range(len(changes)))
-        s.execute(text(sql), params)
+        marks = [style.replace("p", f"p{i}", 1) for i in range(len(changes))]
+        sql = "SELECT " + ", ".join(f"pg_notify('{CHANNEL}', {m})" for m in marks)
+        return sql, params
 
     def after_commit(self, s: Session) -> None:
         """The transaction committed: wake this process's watchers; publish to Redis."""
-        changes = s.info.pop(_PENDING, None)
+        self.committed(s.info.pop(_PENDING, None) or [])
+
+    def committed(self, changes: list[Change]) -> None:
+        """A transaction with these changes committed (a session's, or `AsyncTx`'s)."""
         if not changes:
             return
         for c in changes:

@@ -164,6 +164,21 @@ def create(s: Session, job: Job, quota: int, remember: Remember | None = None) -
     return insert_job(s, job, quota)
 
 
+async def store_new(db: Database, job: Job, quota: int, remember: Remember | None) -> Job:
+    """`create` from async code. On PostgreSQL a plain submit (no `Idempotency-Key`) runs its
+    two statements on psycopg's async connection, with no thread hop (`Database.pg_transaction`);
+    otherwise, and when no async connection comes in time, `create` as a short write."""
+    from engine.db.database import NoConnection
+    from engine.jobs.store import insert_job_async
+
+    if not db.is_sqlite and remember is None:
+        try:
+            return await db.pg_transaction(lambda tx: insert_job_async(tx, job, quota))
+        except NoConnection:
+            pass
+    return await db.write(create, job, quota, remember)
+
+
 def save_call_id(s: Session, job_id: str, call_id: str) -> None:
     """Record where a runner dispatched the job, unless a worker already recorded its own."""
     from sqlalchemy import update

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import Database, OneRow, utcnow
+from engine.db.database import AsyncTx, Database, OneRow, utcnow
 from engine.db.tables import (
     Job,
     Tenant,
@@ -72,21 +72,50 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
     stored, not attached to `s`).
     """
     c = s.connection()
-    counted = c.execute(_SUBMIT_LOCK, {"tenant_id": job.tenant_id}).first()
+    _admitted(job.tenant_id, c.execute(_SUBMIT_LOCK, {"tenant_id": job.tenant_id}).first(), quota)
+    c.execute(_INSERT, _values(job))
+    record(s, Change(JOB, job.id, job.status))
+    return job
+
+
+def _admitted(tenant_id: str, counted: Any, quota: int) -> None:
+    """The quota check on what `_SUBMIT_LOCK` returned (the tenant's quota, its active jobs
+    with the new one counted in). Raised before the commit: the transaction, and the count,
+    roll back."""
     if counted is None:
-        raise NotFound(f"No tenant {job.tenant_id}.")
+        raise NotFound(f"No tenant {tenant_id}.")
     limit = counted[0] if counted[0] is not None else quota
     active = counted[1] - 1  # before this job
     if active >= limit:
-        # Raised before the commit: the transaction, and the count above, roll back.
         raise QuotaExceeded(
             f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
             extra={"active_jobs": active, "limit": limit},
             headers={"Retry-After": "5"},
         )
+
+
+def _values(job: Job) -> dict[str, Any]:
+    """The column values set on a new `job`."""
     given = vars(job)
-    c.execute(_INSERT, {col.key: given[col.key] for col in _JOBS.c if col.key in given})
-    record(s, Change(JOB, job.id, job.status))
+    return {col.key: given[col.key] for col in _JOBS.c if col.key in given}
+
+
+# `insert_job` on psycopg's async connection: the same two statements, prebuilt.
+_SUBMIT_LOCK_ROW = OneRow(_SUBMIT_LOCK)
+_INSERTS: dict[frozenset[str], OneRow] = {}
+
+
+async def insert_job_async(tx: AsyncTx, job: Job, quota: int) -> Job:
+    """`insert_job` in an `AsyncTx` (PostgreSQL, `Database.pg_transaction`)."""
+    counted = await tx.one(_SUBMIT_LOCK_ROW, {"tenant_id": job.tenant_id})
+    _admitted(job.tenant_id, counted, quota)
+    values = _values(job)
+    keys = frozenset(values)
+    stmt = _INSERTS.get(keys)
+    if stmt is None:
+        stmt = _INSERTS[keys] = OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
+    await tx.one(stmt, values)
+    tx.record(Change(JOB, job.id, job.status))
     return job
 
 
