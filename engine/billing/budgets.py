@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from engine.billing.pricing import to_micros, usd_str
@@ -124,6 +124,12 @@ def check_budget(s: Session, tenant_id: str, now: datetime | None = None) -> Non
     )
 
 
+_BUDGETS = cast(Table, TenantBudget.__table__)
+_THRESHOLD = select(_BUDGETS.c.monthly_usd_micros, _BUDGETS.c.threshold).where(
+    _BUDGETS.c.tenant_id == bindparam("tenant_id")
+)
+
+
 def note_spend(s: Session, tenant_id: str, month: str) -> bool:
     """After a charge: record `budget.threshold` once per month when spend crosses it.
 
@@ -132,7 +138,9 @@ def note_spend(s: Session, tenant_id: str, month: str) -> bool:
     webhook outbox in the same transaction, so the dispatcher sends it like a job event; without
     one, the event is only recorded (`GET /v1/events`). Returns True when this call wrote it.
     """
-    budget = s.get(TenantBudget, tenant_id)
+    # A Core read of the two fields, built once: the ORM's lookup cost more than the rest of
+    # a charge for a tenant without a budget (every charge reads it).
+    budget = s.connection().execute(_THRESHOLD, {"tenant_id": tenant_id}).first()
     if budget is None or budget.threshold is None:
         return False
     spend = month_spend_micros(s, tenant_id, month)

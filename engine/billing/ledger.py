@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Table, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from engine.billing.budgets import month_key, note_spend
@@ -125,15 +125,19 @@ def settle(
     )
 
 
+# What the platform paid for a job's earlier attempts: built once, run on the table (the ORM's
+# statement cost more to build and compile than to run).
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_PLATFORM_PAID = select(func.coalesce(func.sum(_LEDGER.c.usd_micros), 0)).where(
+    _LEDGER.c.job_id == bindparam("job_id"), _LEDGER.c.payer == PLATFORM
+)
+
+
 def _record_on_job(
     s: Session, job_id: str, rate: Rate, billable: Decimal, usd: Decimal, payer: str
 ) -> None:
     """Copy the final charge onto the job, with the rate it was priced at."""
-    platform = s.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.usd_micros), 0)).where(
-            LedgerEntry.job_id == job_id, LedgerEntry.payer == PLATFORM
-        )
-    )
+    platform = s.connection().execute(_PLATFORM_PAID, {"job_id": job_id}).scalar()
     job = s.get(Job, job_id)
     if job is None:
         return
