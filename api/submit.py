@@ -31,6 +31,7 @@ from engine.intake.media import CheckedImage, check_image, decode_data_url, is_u
 from engine.jobs import idempotency as idem
 from engine.jobs import lifecycle
 from engine.jobs.states import QUEUED
+from engine.jobs.store import JobRow
 from engine.tenants.keys import Principal
 
 _IMAGE_PLACEHOLDER = "data:image/png;base64,"
@@ -175,7 +176,7 @@ async def submit(
     principal: Principal,
     request: Request,
     idempotency_key: str | None = None,
-) -> tuple[Job, bool]:
+) -> tuple[Job | JobRow, bool]:
     """Validate, check limits and media, render, store, and hand the job to the runner.
 
     Returns the job and whether it is a replay of an earlier request with the same
@@ -216,7 +217,7 @@ async def _create(
     route: str,
     fp: str,
     idempotency_key: str | None,
-) -> tuple[Job, bool]:
+) -> tuple[JobRow, bool]:
     webhook_url = values.pop("webhook_url", None)
     if webhook_url:
         await check_webhook_url(services, webhook_url)
@@ -250,7 +251,9 @@ async def _create(
             await asyncio.to_thread(services.storage.put, key, img.data, img.content_type)
 
     seed_param = next((n for n, p in t.params.items() if p.random_if_absent), None)
-    job = Job(
+    # The new job's columns (no ORM object: the fast path stores them with a prepared
+    # transaction and shows them as the row it stored).
+    columns: dict[str, Any] = dict(
         id=new_id("job"),
         tenant_id=principal.tenant_id,
         template=t.name,
@@ -277,11 +280,11 @@ async def _create(
         else None
     )
     stored = await lifecycle.store_new(
-        services.db, job, services.settings.active_job_quota, remember
+        services.db, columns, services.settings.active_job_quota, remember
     )
     if services.runner is not None:
         call_id = await services.runner.submitted(stored.id, t.gpu_class)
         if call_id:
             await services.db.write(lifecycle.save_call_id, stored.id, call_id)
-            stored.call_id = call_id
+            stored = stored._replace(call_id=call_id)
     return stored, False

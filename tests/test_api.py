@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -203,6 +204,27 @@ def test_upscale_accepts_data_url_and_multipart(
         assert len(json.dumps(row.params)) + len(json.dumps(row.inputs)) < 2000
         storage = api.app.state.services.storage  # type: ignore[attr-defined]
         assert storage.get(row.inputs["image"]["key"]) == img
+
+
+def test_a_multipart_body_that_breaks_the_schema_is_a_422_naming_the_field(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """Multipart fields are text: each is parsed as its param's type and held to its bounds,
+    as a JSON body is (the fuzz tests leave multipart refusals to this test)."""
+    h = new_key("acme")
+    img = ("in.png", png(20, 10), "image/png")
+    cases: list[tuple[dict[str, str], dict[str, Any], str]] = [
+        ({"scale": "9"}, {"image": img}, "scale"),
+        ({"scale": "two"}, {"image": img}, "scale"),
+        ({"scale": "2", "method": "sideways"}, {"image": img}, "method"),
+        ({"scale": "2", "bogus": "1"}, {"image": img}, "bogus"),
+        ({"scale": "2"}, {"image": img, "method": img}, "method"),
+    ]
+    for data, files, field in cases:
+        r = api.post("/v1/upscale", data=data, files=files, headers=h)
+        assert r.status_code == 422, (data, r.text)
+        assert field in fields_of(r.json()), (data, r.json())
+    assert api.get("/v1/jobs", headers=h).json()["data"] == []  # nothing stored
 
 
 @pytest.mark.parametrize(

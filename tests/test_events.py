@@ -281,11 +281,11 @@ def test_database_round_trips_of_the_hot_routes(
     # rate limit or the key.
     assert writes == ["UPDATE", "INSERT"], post_sql
     # The admission read (one statement, no transaction; the idempotency replay check is
-    # skipped without a key), then one write transaction: on SQLite through SQLAlchemy, on
-    # PostgreSQL on psycopg's async connection (whose BEGIN the engine's `begin` event does
-    # not see), ending with the NOTIFY of the new job.
+    # skipped without a key), then one prepared write transaction (on SQLite's own handle, on
+    # psycopg's async connection: the engine's `begin` event sees neither BEGIN), ending on
+    # PostgreSQL with the NOTIFY of the new job.
     if db.is_sqlite:
-        assert post_sql == ["SELECT", "BEGIN", "UPDATE", "INSERT"], post_sql
+        assert post_sql == ["SELECT", "UPDATE", "INSERT"], post_sql
     else:
         assert post_sql == ["SELECT", "UPDATE", "INSERT", "SELECT"], post_sql
 
@@ -568,14 +568,16 @@ def test_a_short_write_runs_on_the_loop_unless_another_writer_holds_sqlite(tmp_p
     db.dispose()
 
 
-@pytest.mark.postgres
-def test_the_async_submit_stores_what_the_session_way_stores(tmp_path: Path) -> None:
-    """On PostgreSQL a plain submit's insert runs on psycopg's async connection
-    (`store.insert_job_async`): the row it stores equals, column for column, the one the
-    session way (`insert_job`) stores from the same values; the quota refuses and rolls back
-    the same way; the commit announces the job in this process and by NOTIFY; and with no
-    async connection to be had, `lifecycle.store_new` takes the session way."""
+def test_a_prepared_submit_stores_what_the_session_way_stores(db_url: str) -> None:
+    """A plain submit's insert runs as a prepared transaction (`store.insert_job_prepared`: on
+    SQLite on the event loop's own handle, on PostgreSQL on psycopg's async connection): the
+    row it stores equals, column for column, the one the session way (`insert_job`) stores
+    from the same values; the quota refuses and rolls back the same way; the commit announces
+    the job in this process (and by NOTIFY on PostgreSQL); and when that way is taken (another
+    process's writer on SQLite, no async connection on PostgreSQL), `lifecycle.store_new`
+    takes the session way, which waits its turn."""
     import asyncio
+    import sqlite3
     from datetime import UTC, datetime
 
     from engine.db import database as dbmod
@@ -583,17 +585,16 @@ def test_the_async_submit_stores_what_the_session_way_stores(tmp_path: Path) -> 
     from engine.errors import QuotaExceeded
     from engine.jobs import lifecycle
     from engine.jobs.events import JOB
-    from engine.jobs.store import count_active
+    from engine.jobs.store import count_active, read_view
     from engine.tenants.keys import ensure_tenant
-    from tests.conftest import _fresh_pg_database
 
-    db = Database(_fresh_pg_database())
+    db = Database(db_url)
     db.migrate()
     with db.session() as s:
         tid = ensure_tenant(s, "acme").id
 
-    def job(id_: str) -> Job:
-        return Job(
+    def job(id_: str) -> dict[str, Any]:
+        return dict(
             id=id_, tenant_id=tid, template="upscale", template_version="1.0.0",
             status="queued", params={"scale": 2, "image": {"sha256": "ab" * 32}, "n": [1, 2.5]},
             inputs={"image": {"key": "inputs/x.png", "width": 16}}, graph={"1": {"a": "é"}},
@@ -605,33 +606,47 @@ def test_the_async_submit_stores_what_the_session_way_stores(tmp_path: Path) -> 
     async def scenario() -> tuple[list[str], int]:
         with db.events.watch(JOB) as w:
             published = db.events.published
-            await lifecycle.store_new(db, job("job_async"), 10, None)
+            shown = await lifecycle.store_new(db, job("job_async"), 10, None)
+            # What the submit answers with is what a read of the job shows.
+            assert tuple(shown) == tuple(await read_view(db, tid, "job_async"))
             await asyncio.wait_for(w.wait(1), 1)
             seen = [c.id for c in w.drain()]
             sent = db.events.published - published
         with pytest.raises(QuotaExceeded):
             await lifecycle.store_new(db, job("job_refused"), 1, None)
+        if db.is_sqlite:  # another process's writer holds the lock: the thread way waits
+            other = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(lifecycle.store_new(db, job("job_fallback"), 10, None))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            other.execute("COMMIT")
+            other.close()
+            await waiting
+        else:  # no async connection to be had (injected)
 
-        async def none(*_a: Any, **_k: Any) -> Any:
-            raise dbmod.NoConnection("injected")
+            async def none(*_a: Any, **_k: Any) -> Any:
+                raise dbmod.NoConnection("injected")
 
-        real = dbmod._AsyncReads.transaction
-        dbmod._AsyncReads.transaction = none  # type: ignore[assignment,method-assign]
-        try:
-            await lifecycle.store_new(db, job("job_fallback"), 10, None)
-        finally:
-            dbmod._AsyncReads.transaction = real  # type: ignore[method-assign]
+            real = dbmod._AsyncReads.transaction
+            dbmod._AsyncReads.transaction = none  # type: ignore[assignment,method-assign]
+            try:
+                await lifecycle.store_new(db, job("job_fallback"), 10, None)
+            finally:
+                dbmod._AsyncReads.transaction = real  # type: ignore[method-assign]
         await db.aclose()
         return seen, sent
 
     seen, sent = asyncio.run(scenario())
-    assert seen == ["job_async"] and sent == 1
-    db.call(lifecycle.create, job("job_session"), 10)
+    assert seen == ["job_async"] and sent == (0 if db.is_sqlite else 1)
+    db.call(lifecycle.create, Job(**job("job_session")), 10)
     with db.engine.connect() as c:
         rows = {
             r.id: r
             for r in c.execute(
-                text("SELECT * FROM jobs WHERE id IN ('job_async', 'job_session', 'job_fallback')")
+                Job.__table__.select().where(
+                    Job.__table__.c.id.in_(["job_async", "job_session", "job_fallback"])
+                )
             )
         }
         assert set(rows) == {"job_async", "job_session", "job_fallback"}

@@ -86,10 +86,10 @@ class OneRow:
         self.stmt = stmt
         # A SELECT's columns, or what a write returns (RETURNING; none without it).
         self.columns = list(getattr(stmt, "selected_columns", None) or stmt.exported_columns)
-        self.row = namedtuple(  # type: ignore[misc]
+        self.row: Callable[..., Any] = namedtuple(  # type: ignore[misc]
             "OneRowResult", [c.name for c in self.columns]
         )
-        self._sqlite: tuple[str, tuple[str, ...], list[Any]] | None = None
+        self._sqlite: tuple[str, tuple[str, ...], list[Any], list[Any]] | None = None
         self._pg: str | None = None
         self._pg_binds: dict[str, Callable[[Any], Any]] = {}
         self.defaults: dict[str, Any] = {}
@@ -125,16 +125,29 @@ class OneRow:
         procs = self._pg_binds
         return {k: procs[k](v) if k in procs and v is not None else v for k, v in given.items()}
 
+    def sqlite_args(
+        self, dialect: Any, params: dict[str, Any]
+    ) -> tuple[str, tuple[Any, ...], list[Any]]:
+        """The SQLite statement, its positional values converted as SQLAlchemy converts them
+        (JSON, timestamps, booleans), and the result columns' converters; compiled once."""
+        if self._sqlite is None:
+            compiled = self._compile(dialect)
+            procs = [col.type._cached_result_processor(dialect, None) for col in self.columns]
+            order = tuple(compiled.positiontup or ())
+            by_name = dict(compiled._bind_processors)
+            self._sqlite = (str(compiled), order, procs, [by_name.get(k) for k in order])
+        sql, order, procs, binds = self._sqlite
+        given = self.args(params)
+        args = tuple(
+            f(given[k]) if f is not None and given[k] is not None else given[k]
+            for k, f in zip(order, binds, strict=True)
+        )
+        return sql, args, procs
+
     def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
         if c.dialect.name != "sqlite":
             return c.execute(self.stmt, params).first()
-        if self._sqlite is None:
-            compiled = self._compile(c.dialect)
-            procs = [col.type._cached_result_processor(c.dialect, None) for col in self.columns]
-            self._sqlite = (str(compiled), tuple(compiled.positiontup or ()), procs)
-        sql, order, procs = self._sqlite
-        given = self.args(params)
-        args = tuple(given[k] for k in order)
+        sql, args, procs = self.sqlite_args(c.dialect, params)
         raw = c.connection.driver_connection
         assert raw is not None
         cursor = raw.cursor()
@@ -313,15 +326,30 @@ class Database:
             return self.call_fetch(row, params)
         return await self._async_pg().one(row, params)
 
-    async def pg_transaction(self, steps: Callable[[AsyncTx], Awaitable[T]]) -> T:
-        """`steps(tx)` in one transaction on psycopg's async connection (PostgreSQL only): no
-        thread hop, no ORM, prebuilt statements (`AsyncTx.one`). Changes recorded with
-        `tx.record` are sent with NOTIFY inside the transaction and handed to this process's
-        watchers after the commit, as a session's are. Tried once more on a fresh connection
-        when the server had dropped the one it got, before the commit. Raises `NoConnection`
-        when no pooled connection comes in time (the caller then takes the thread way)."""
-        assert not self.is_sqlite
-        return await self._async_pg().transaction(steps)
+    async def prepared_transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
+        """`steps(tx)` in one transaction of prebuilt statements (`PreparedTx.one`), with no
+        ORM session and no thread hop: on SQLite on the event loop's own connection, when the
+        write lock is free at that moment (`steps` must not wait on anything else: it runs
+        under the lock, and is refused if it suspends); on PostgreSQL on psycopg's async
+        connection. Changes recorded with `tx.record` go out as a session's do (NOTIFY inside
+        the transaction; this process's watchers after the commit). On PostgreSQL it is tried
+        once more on a fresh connection when the server had dropped the one it got, before
+        the commit. Raises `NoConnection` when it cannot run this way now (another writer
+        holds SQLite's lock; no pooled PostgreSQL connection came in time): the caller then
+        takes the session way, which waits its turn on a thread."""
+        if not self.is_sqlite:
+            return await self._async_pg().transaction(steps)
+        lock = self._write_lock
+        assert lock is not None
+        if not lock.acquire(blocking=False):
+            raise NoConnection("another writer of this process holds SQLite's write lock")
+        try:
+            tx = _SqliteTx(self, self._inline_connection())
+            result = tx.run(steps)
+        finally:
+            lock.release()
+        self.events.committed(tx.changes)
+        return result
 
     def _async_pg(self) -> _AsyncReads:
         loop = asyncio.get_running_loop()
@@ -365,20 +393,25 @@ class Database:
                 return result  # type: ignore[return-value]
         return await self.run(fn, *args, **kw)
 
-    def _call_inline(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kw: dict[str, Any]
-    ) -> tuple[bool, T | None]:
-        """`fn` in a transaction on the event loop's own connection, which never waits for the
-        write lock; (False, None) when another process holds it (nothing was done)."""
+    def _inline_connection(self) -> Connection:
+        """The event loop's own SQLite connection for short writes: it never waits for the
+        write lock (`busy_timeout=0`: SQLITE_BUSY at once)."""
         c = self._inline
         if c is None or c.closed or c.invalidated:
             c = self._inline = self.engine.connect()
             driver = c.connection.driver_connection
             assert driver is not None
-            driver.execute("PRAGMA busy_timeout=0")  # SQLITE_BUSY at once, not a wait
+            driver.execute("PRAGMA busy_timeout=0")
             with self._held_lock:
                 self._held_all.append(c)
-        with self.sessions(bind=c) as s:
+        return c
+
+    def _call_inline(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> tuple[bool, T | None]:
+        """`fn` in a transaction on the event loop's own connection, which never waits for the
+        write lock; (False, None) when another process holds it (nothing was done)."""
+        with self.sessions(bind=self._inline_connection()) as s:
             try:
                 s.begin()
                 s.connection()  # BEGIN IMMEDIATE now, before any of `fn` runs
@@ -487,19 +520,19 @@ class _AsyncReads:
                 raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
         raise AssertionError("unreachable")
 
-    async def transaction(self, steps: Callable[[AsyncTx], Awaitable[T]]) -> T:
+    async def transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
         import psycopg
         from psycopg_pool import PoolTimeout
 
         await self._open()
         events = self.db.events
         for attempt in (1, 2):
-            tx: AsyncTx | None = None
+            tx: _PgTx | None = None
             committing = False
             try:
                 async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
                     async with conn.transaction():
-                        tx = AsyncTx(self.db, conn)
+                        tx = _PgTx(self.db, conn)
                         result = await steps(tx)
                         notify = events.notify_statement(tx.changes)
                         if notify is not None:
@@ -535,19 +568,34 @@ class _AsyncReads:
 
 
 class NoConnection(Exception):
-    """`Database.pg_transaction` got no pooled connection in time."""
+    """`Database.prepared_transaction` cannot run now (the lock or a connection is taken)."""
 
 
-class AsyncTx:
-    """A transaction on psycopg's async connection (`Database.pg_transaction`)."""
+class PreparedTx:
+    """A transaction of prebuilt statements (`Database.prepared_transaction`)."""
 
-    def __init__(self, db: Database, conn: Any) -> None:
-        self._db, self._conn = db, conn
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self.changes: list[Change] = []
         self.last_sql = ""
 
     async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
         """Run a prebuilt statement; its one row (RETURNING, or a SELECT's), or None."""
+        raise NotImplementedError
+
+    def record(self, change: Change) -> None:
+        """Announce `change` once this transaction commits (as `events.record` for a session)."""
+        self.changes.append(change)
+
+
+class _PgTx(PreparedTx):
+    """On psycopg's async connection."""
+
+    def __init__(self, db: Database, conn: Any) -> None:
+        super().__init__(db)
+        self._conn = conn
+
+    async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
         sql = stmt.pg_sql(self._db.engine.dialect)
         found = await self.execute(sql, stmt.pg_args(params), returns=bool(stmt.columns))
         return None if found is None else stmt.row(*found)
@@ -562,9 +610,44 @@ class AsyncTx:
         await cur.execute(sql, args)
         return await cur.fetchone() if returns and cur.description is not None else None
 
-    def record(self, change: Change) -> None:
-        """Announce `change` once this transaction commits (as `events.record` for a session)."""
-        self.changes.append(change)
+
+class _SqliteTx(PreparedTx):
+    """On the event loop's own SQLite connection, each statement run at once on its sqlite3
+    handle (`OneRow`), between a `BEGIN IMMEDIATE` that does not wait and a `COMMIT`."""
+
+    def __init__(self, db: Database, c: Connection) -> None:
+        super().__init__(db)
+        self._c = c
+
+    async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
+        return stmt(self._c, params)
+
+    def run(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
+        import sqlite3
+
+        raw = self._c.connection.driver_connection
+        assert raw is not None
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode == _SQLITE_BUSY:
+                raise NoConnection("another process holds SQLite's write lock") from None
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), e, sqlite3.Error) from e
+        try:
+            coro = steps(self)
+            try:
+                coro.send(None)  # type: ignore[attr-defined]
+            except StopIteration as done:
+                result = cast(T, done.value)
+            else:
+                coro.close()  # type: ignore[attr-defined]
+                raise RuntimeError("a SQLite prepared transaction waited on something else")
+            raw.execute("COMMIT")
+        except BaseException:
+            raw.execute("ROLLBACK")
+            self.changes.clear()
+            raise
+        return result
 
 
 _SQLITE_BUSY = 5  # sqlite3's SQLITE_BUSY: another connection holds the write lock

@@ -159,7 +159,7 @@ class Events:
         self.committed(s.info.pop(_PENDING, None) or [])
 
     def committed(self, changes: list[Change]) -> None:
-        """A transaction with these changes committed (a session's, or `AsyncTx`'s)."""
+        """A transaction with these changes committed (a session's, or a `PreparedTx`'s)."""
         if not changes:
             return
         for c in changes:

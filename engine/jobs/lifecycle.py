@@ -164,19 +164,25 @@ def create(s: Session, job: Job, quota: int, remember: Remember | None = None) -
     return insert_job(s, job, quota)
 
 
-async def store_new(db: Database, job: Job, quota: int, remember: Remember | None) -> Job:
-    """`create` from async code. On PostgreSQL a plain submit (no `Idempotency-Key`) runs its
-    two statements on psycopg's async connection, with no thread hop (`Database.pg_transaction`);
-    otherwise, and when no async connection comes in time, `create` as a short write."""
+async def store_new(
+    db: Database, values: dict[str, Any], quota: int, remember: Remember | None
+) -> JobRow:
+    """`create` from async code, for a new job's column `values`; the job as stored, as the
+    read paths show it. A plain submit (no `Idempotency-Key`) stores it in a prepared
+    transaction (`Database.prepared_transaction`: no ORM, no thread hop; on SQLite inline, on
+    PostgreSQL on psycopg's async connection); otherwise, and when that way is taken at the
+    moment, `create` as a short write."""
     from engine.db.database import NoConnection
-    from engine.jobs.store import insert_job_async
+    from engine.jobs.store import insert_job_prepared, stored_row
 
-    if not db.is_sqlite and remember is None:
+    if remember is None:
         try:
-            return await db.pg_transaction(lambda tx: insert_job_async(tx, job, quota))
+            await db.prepared_transaction(lambda tx: insert_job_prepared(tx, values, quota))
+            return stored_row(values)
         except NoConnection:
             pass
-    return await db.write(create, job, quota, remember)
+    await db.write(create, Job(**values), quota, remember)
+    return stored_row(values)
 
 
 def save_call_id(s: Session, job_id: str, call_id: str) -> None:

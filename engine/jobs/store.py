@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import AsyncTx, Database, OneRow, utcnow
+from engine.db.database import Database, OneRow, PreparedTx, utcnow
 from engine.db.tables import (
     Job,
     Tenant,
@@ -100,23 +100,27 @@ def _values(job: Job) -> dict[str, Any]:
     return {col.key: given[col.key] for col in _JOBS.c if col.key in given}
 
 
-# `insert_job` on psycopg's async connection: the same two statements, prebuilt.
+# `insert_job` as a prepared transaction: the same two statements, prebuilt.
 _SUBMIT_LOCK_ROW = OneRow(_SUBMIT_LOCK)
 _INSERTS: dict[frozenset[str], OneRow] = {}
 
 
-async def insert_job_async(tx: AsyncTx, job: Job, quota: int) -> Job:
-    """`insert_job` in an `AsyncTx` (PostgreSQL, `Database.pg_transaction`)."""
-    counted = await tx.one(_SUBMIT_LOCK_ROW, {"tenant_id": job.tenant_id})
-    _admitted(job.tenant_id, counted, quota)
-    values = _values(job)
+async def insert_job_prepared(tx: PreparedTx, values: dict[str, Any], quota: int) -> None:
+    """`insert_job` of a new job's column `values` in a `Database.prepared_transaction`."""
+    tenant_id = values["tenant_id"]
+    _admitted(tenant_id, await tx.one(_SUBMIT_LOCK_ROW, {"tenant_id": tenant_id}), quota)
     keys = frozenset(values)
     stmt = _INSERTS.get(keys)
     if stmt is None:
         stmt = _INSERTS[keys] = OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
     await tx.one(stmt, values)
-    tx.record(Change(JOB, job.id, job.status))
-    return job
+    tx.record(Change(JOB, values["id"], values["status"]))
+
+
+def stored_row(values: dict[str, Any]) -> JobRow:
+    """A new job's view row from the values it was stored with (the columns it was not given
+    are empty, as the store has them)."""
+    return cast(JobRow, _VIEW_ROW.row(*[values.get(c.name) for c in _VIEW_ROW.columns]))
 
 
 def count_active(c: Connection) -> dict[str, tuple[int, int]]:
