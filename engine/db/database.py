@@ -66,17 +66,19 @@ def new_id(prefix: str) -> str:
 
 
 class OneRow:
-    """A prebuilt Core `SELECT` of at most one row, for the hottest reads (a job by id).
+    """A prebuilt Core statement of at most one result row, for the hottest paths: a `SELECT`
+    (a job by id, the admission read) or a write, with or without `RETURNING` (the submit's).
 
     Called with a connection and the parameters, it returns the row (attribute access by
-    column name) or None. On
-    SQLite it runs on the connection's own sqlite3 handle: the statement is compiled once, its
-    values are converted by the columns' own SQLAlchemy result processors (JSON, timestamps),
-    and the connection's `before_cursor_execute` listeners still see it, so statement counts
-    stay true. SQLAlchemy's execution machinery around such a statement cost about three times
-    the statement itself (`bench/RESULTS.md`). Elsewhere it is executed as any statement (on
-    PostgreSQL the network round trip dominates). A driver error is raised as SQLAlchemy's
-    `DBAPIError`, as from any statement.
+    column name) or None. On SQLite it runs on the connection's own sqlite3 handle: the
+    statement is compiled once, the values sent and read are converted by the columns' own
+    SQLAlchemy processors (JSON, timestamps, booleans), and the connection's
+    `before_cursor_execute` listeners still see it, so statement counts stay true.
+    SQLAlchemy's execution machinery around such a statement cost about three times the
+    statement itself (`bench/RESULTS.md`). Elsewhere it is executed as any statement (on
+    PostgreSQL the network round trip dominates), or on psycopg's async connection
+    (`pg_sql`, `pg_args`). A driver error is raised as SQLAlchemy's `DBAPIError`, as from any
+    statement.
     """
 
     def __init__(self, stmt: Any) -> None:
@@ -146,7 +148,8 @@ class OneRow:
 
     def __call__(self, c: Connection, params: dict[str, Any]) -> Any:
         if c.dialect.name != "sqlite":
-            return c.execute(self.stmt, params).first()
+            result = c.execute(self.stmt, params)
+            return result.first() if self.columns else None
         sql, args, procs = self.sqlite_args(c.dialect, params)
         raw = c.connection.driver_connection
         assert raw is not None
@@ -495,16 +498,10 @@ class _AsyncReads:
 
         await self._open()
         sql = row.pg_sql(self.db.engine.dialect)
-        listeners = self.db.engine.dispatch.before_cursor_execute
         for attempt in (1, 2):
             try:
                 async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
-                    cur = conn.cursor()
-                    if listeners:
-                        listeners(None, cur, sql, row.args(params), None, False)
-                    await cur.execute(sql, row.args(params))
-                    found = await cur.fetchone()
-                    return None if found is None else row.row(*found)
+                    return await _pg_one(self.db, conn, row, params)
             except PoolTimeout:
                 # No connection to be had (every one busy, or the server refusing new ones):
                 # the thread way, whose own pool and errors are SQLAlchemy's.
@@ -577,7 +574,6 @@ class PreparedTx:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.changes: list[Change] = []
-        self.last_sql = ""
 
     async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
         """Run a prebuilt statement; its one row (RETURNING, or a SELECT's), or None."""
@@ -594,21 +590,35 @@ class _PgTx(PreparedTx):
     def __init__(self, db: Database, conn: Any) -> None:
         super().__init__(db)
         self._conn = conn
+        self.last_sql = ""  # for the error, should one come
 
     async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
-        sql = stmt.pg_sql(self._db.engine.dialect)
-        found = await self.execute(sql, stmt.pg_args(params), returns=bool(stmt.columns))
-        return None if found is None else stmt.row(*found)
+        self.last_sql = stmt.pg_sql(self._db.engine.dialect)
+        return await _pg_one(self._db, self._conn, stmt, params)
 
-    async def execute(self, sql: str, args: dict[str, Any], *, returns: bool = True) -> Any:
-        """Run SQL text with psycopg's `%(name)s` parameters; the first row, if any."""
+    async def execute(self, sql: str, args: dict[str, Any]) -> None:
+        """Run SQL text with psycopg's `%(name)s` parameters (the NOTIFY)."""
         self.last_sql = sql
-        cur = self._conn.cursor()
-        listeners = self._db.engine.dispatch.before_cursor_execute
-        if listeners:
-            listeners(None, cur, sql, args, None, False)
-        await cur.execute(sql, args)
-        return await cur.fetchone() if returns and cur.description is not None else None
+        await _pg_execute(self._db, self._conn, sql, args)
+
+
+async def _pg_execute(db: Database, conn: Any, sql: str, args: dict[str, Any]) -> Any:
+    """Run `sql` on a psycopg async connection, told to the engine's statement listeners; the
+    cursor, to fetch from."""
+    cur = conn.cursor()
+    listeners = db.engine.dispatch.before_cursor_execute
+    if listeners:
+        listeners(None, cur, sql, args, None, False)
+    await cur.execute(sql, args)
+    return cur
+
+
+async def _pg_one(db: Database, conn: Any, stmt: OneRow, params: dict[str, Any]) -> Any:
+    """A prebuilt statement on a psycopg async connection, its values converted as
+    SQLAlchemy converts them; its one row, or None."""
+    cur = await _pg_execute(db, conn, stmt.pg_sql(db.engine.dialect), stmt.pg_args(params))
+    found = await cur.fetchone() if stmt.columns and cur.description is not None else None
+    return None if found is None else stmt.row(*found)
 
 
 class _SqliteTx(PreparedTx):

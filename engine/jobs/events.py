@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -137,22 +137,19 @@ class Events:
 
     def before_commit(self, s: Session) -> None:
         """On PostgreSQL, NOTIFY inside the transaction: sent if and only if it commits."""
-        notify = self.notify_statement(s.info.get(_PENDING) or [], style=":p")
+        notify = self.notify_statement(s.info.get(_PENDING) or [])
         if notify is not None:
-            s.execute(text(notify[0]), notify[1])
+            s.connection().exec_driver_sql(*notify)
 
-    def notify_statement(
-        self, changes: list[Change], style: str = "%(p)s"
-    ) -> tuple[str, dict[str, str]] | None:
-        """The NOTIFY of a transaction's changes, to run inside it (PostgreSQL without Redis):
-        one statement for every change; pg_notify dedupes nothing we need. `style` is the
-        parameter style (`:p` for SQLAlchemy text, `%(p)s` for psycopg)."""
+    def notify_statement(self, changes: list[Change]) -> tuple[str, dict[str, str]] | None:
+        """The NOTIFY of a transaction's changes, to run inside it (PostgreSQL without Redis),
+        in psycopg's own parameter style (a session runs it as driver SQL): one statement for
+        every change; pg_notify dedupes nothing we need."""
         if not changes or self.transport != "postgres":
             return None
         params = {f"p{i}": c.dumps(self.origin) for i, c in enumerate(changes)}
-        marks = [style.replace("p", f"p{i}", 1) for i in range(len(changes))]
-        sql = "SELECT " + ", ".join(f"pg_notify('{CHANNEL}', {m})" for m in marks)
-        return sql, params
+        marks = ", ".join(f"pg_notify('{CHANNEL}', %(p{i})s)" for i in range(len(changes)))
+        return "SELECT " + marks, params
 
     def after_commit(self, s: Session) -> None:
         """The transaction committed: wake this process's watchers; publish to Redis."""

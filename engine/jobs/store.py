@@ -59,7 +59,6 @@ _ENDED = (
     .where(_TENANTS.c.id == bindparam("tenant_id"))
     .values(active_jobs=_TENANTS.c.active_jobs - 1)
 )
-_INSERT = insert(_JOBS)
 
 
 def insert_job(s: Session, job: Job, quota: int) -> Job:
@@ -72,8 +71,9 @@ def insert_job(s: Session, job: Job, quota: int) -> Job:
     stored, not attached to `s`).
     """
     c = s.connection()
-    _admitted(job.tenant_id, c.execute(_SUBMIT_LOCK, {"tenant_id": job.tenant_id}).first(), quota)
-    c.execute(_INSERT, _values(job))
+    _admitted(job.tenant_id, _SUBMIT_LOCK_ROW(c, {"tenant_id": job.tenant_id}), quota)
+    values = _values(job)
+    _insert_row(values)(c, values)
     record(s, Change(JOB, job.id, job.status))
     return job
 
@@ -100,20 +100,26 @@ def _values(job: Job) -> dict[str, Any]:
     return {col.key: given[col.key] for col in _JOBS.c if col.key in given}
 
 
-# `insert_job` as a prepared transaction: the same two statements, prebuilt.
+# The submit's two statements, prebuilt, for both ways of running them (a session's
+# connection, a prepared transaction).
 _SUBMIT_LOCK_ROW = OneRow(_SUBMIT_LOCK)
 _INSERTS: dict[frozenset[str], OneRow] = {}
+
+
+def _insert_row(values: dict[str, Any]) -> OneRow:
+    """The job `INSERT` of these columns (one per set of columns a submit gives)."""
+    keys = frozenset(values)
+    stmt = _INSERTS.get(keys)
+    if stmt is None:
+        stmt = _INSERTS[keys] = OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
+    return stmt
 
 
 async def insert_job_prepared(tx: PreparedTx, values: dict[str, Any], quota: int) -> None:
     """`insert_job` of a new job's column `values` in a `Database.prepared_transaction`."""
     tenant_id = values["tenant_id"]
     _admitted(tenant_id, await tx.one(_SUBMIT_LOCK_ROW, {"tenant_id": tenant_id}), quota)
-    keys = frozenset(values)
-    stmt = _INSERTS.get(keys)
-    if stmt is None:
-        stmt = _INSERTS[keys] = OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
-    await tx.one(stmt, values)
+    await tx.one(_insert_row(values), values)
     tx.record(Change(JOB, values["id"], values["status"]))
 
 
