@@ -238,14 +238,15 @@ def test_a_revoked_key_stops_working_in_another_process_within_a_second_or_so(
 
 
 @contextmanager
-def count_statements(db: Database) -> Iterator[list[str]]:
-    """Every SQL statement `db` sends while the block runs (transaction control included)."""
+def count_statements(db: Database, *, whole: bool = False) -> Iterator[list[str]]:
+    """Every SQL statement `db` sends while the block runs (transaction control included):
+    its first word, or (`whole`) all of it."""
     seen: list[str] = []
 
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         verb = statement.split(None, 1)[0].upper()
         if verb != "BEGIN":  # SQLite's own BEGIN is the `begin` event below
-            seen.append(verb)
+            seen.append(" ".join(statement.split()) if whole else verb)
 
     def begin(conn: Any) -> None:
         seen.append("BEGIN")
@@ -274,20 +275,22 @@ def test_database_round_trips_of_the_hot_routes(
         assert api.get(f"/v1/jobs/{job['id']}", headers=h).status_code == 200
     assert get_sql.count("SELECT") == 1, get_sql
     assert not {"INSERT", "UPDATE", "DELETE"} & set(get_sql), get_sql
-    with count_statements(db) as post_sql:
+    with count_statements(db, whole=True) as post_sql:
         assert api.post("/v1/upscale", json=body, headers=h).status_code == 202
-    writes = [x for x in post_sql if x in ("INSERT", "UPDATE", "DELETE")]
-    # The tenant's row (its lock and its count of active jobs), the job row; nothing for the
-    # rate limit or the key.
-    assert writes == ["UPDATE", "INSERT"], post_sql
+    verbs = [x.split()[0] for x in post_sql]
     # The admission read (one statement, no transaction; the idempotency replay check is
-    # skipped without a key), then one prepared write transaction (on SQLite's own handle, on
-    # psycopg's async connection: the engine's `begin` event sees neither BEGIN), ending on
-    # PostgreSQL with the NOTIFY of the new job.
+    # skipped without a key), then the write: the tenant's row (its lock and its count of
+    # active jobs) and the job row; nothing for the rate limit or the key.
     if db.is_sqlite:
-        assert post_sql == ["SELECT", "UPDATE", "INSERT"], post_sql
+        # A prepared transaction on SQLite's own handle (the engine's `begin` event does not
+        # see its BEGIN).
+        assert verbs == ["SELECT", "UPDATE", "INSERT"], post_sql
     else:
-        assert post_sql == ["SELECT", "UPDATE", "INSERT", "SELECT"], post_sql
+        # One statement, its own transaction, with the NOTIFY of the new job inside it.
+        assert verbs == ["SELECT", "WITH"], post_sql
+        write = post_sql[1]
+        assert write.startswith("WITH counted AS (UPDATE tenants SET"), write
+        assert "stored AS (INSERT INTO jobs" in write and "pg_notify(" in write, write
 
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
@@ -568,9 +571,94 @@ def test_a_short_write_runs_on_the_loop_unless_another_writer_holds_sqlite(tmp_p
     db.dispose()
 
 
+@pytest.mark.parametrize("drop", ["before_it_ran", "after_it_committed", "while_a_copy_ran"])
+def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) -> None:
+    """PostgreSQL: the plain submit is one statement; when its connection drops (injected at
+    psycopg's execution), the job's row says whether it committed. Not run: it is sent again.
+    Committed before the connection went: it is not sent again. A copy still running when
+    the connection went, committed after the check: the second one fails on the job's key and
+    the job stands. Each way the job is stored once, counted in once, and announced once."""
+    import asyncio
+
+    import psycopg
+
+    from engine.db import database as dbmod
+    from engine.jobs import lifecycle
+    from engine.jobs.events import JOB
+    from engine.jobs.store import count_active
+    from engine.tenants.keys import ensure_tenant
+
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite's submit is a transaction on the process's own file handle")
+    db = Database(db_url)
+    db.migrate()
+    with db.session() as s:
+        tid = ensure_tenant(s, "acme").id
+    values = dict(
+        id="job_dropped", tenant_id=tid, template="txt2img", template_version="1.0.0",
+        status="queued", params={}, inputs={}, graph={}, graph_hash="0" * 64, seed=1,
+        progress=0.0, outputs=[], attempts=0, cancel_requested=False, metering={},
+        runner="local", webhook_url=None, created_at=dbmod.utcnow(),
+    )  # fmt: skip
+    real = dbmod._pg_one
+    sent: list[str] = []
+
+    async def faulty(db_: Database, conn: Any, stmt: Any, params: dict[str, Any]) -> Any:
+        sql = stmt.pg_sql(db_.engine.dialect)
+        kind = "submit" if sql.startswith("WITH counted") else "check" if "jobs.id" in sql else ""
+        sent.append(kind)
+        if kind == "submit" and sent.count("submit") == 1:
+            if drop == "after_it_committed":
+                await real(db_, conn, stmt, params)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        if kind == "check" and drop == "while_a_copy_ran" and sent.count("check") == 1:
+            found = await real(db_, conn, stmt, params)
+            assert found is None
+            async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as c:
+                await real(db_, c, submit, submit_params)  # the copy commits now
+            return found
+        return await real(db_, conn, stmt, params)
+
+    submit: Any = None
+    submit_params: dict[str, Any] = {}
+
+    async def scenario() -> list[str]:
+        nonlocal submit, submit_params
+        from engine.jobs.store import _at_once
+
+        submit = _at_once(frozenset(values), True)
+        submit_params = {**values, "quota": 10, "change": "{}"}
+        dbmod._pg_one = faulty  # type: ignore[assignment]
+        try:
+            with db.events.watch(JOB) as w:
+                await lifecycle.store_new(db, dict(values), 10, None)
+                return [c.id for c in w.drain()]
+        finally:
+            dbmod._pg_one = real  # type: ignore[assignment]
+            await db.aclose()
+
+    announced = asyncio.run(scenario())
+    assert announced == ["job_dropped"]
+    expected = {
+        "before_it_ran": ["submit", "check", "submit"],
+        "after_it_committed": ["submit", "check"],
+        "while_a_copy_ran": ["submit", "check", "submit", "check"],
+    }[drop]
+    assert [k for k in sent if k] == expected
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM jobs WHERE id = 'job_dropped'")).scalar() == 1
+        assert count_active(c) == {}
+        assert (
+            c.execute(text("SELECT active_jobs FROM tenants WHERE id = :t"), {"t": tid}).scalar()
+            == 1
+        )
+    db.dispose()
+
+
 def test_a_prepared_submit_stores_what_the_session_way_stores(db_url: str) -> None:
-    """A plain submit's insert runs as a prepared transaction (`store.insert_job_prepared`: on
-    SQLite on the event loop's own handle, on PostgreSQL on psycopg's async connection): the
+    """A plain submit's insert runs with no ORM (on SQLite a prepared transaction on the event
+    loop's own handle, `store.insert_job_prepared`; on PostgreSQL one statement on psycopg's
+    async connection, `store.insert_job_at_once`): the
     row it stores equals, column for column, the one the session way (`insert_job`) stores
     from the same values; the quota refuses and rolls back the same way; the commit announces
     the job in this process (and by NOTIFY on PostgreSQL); and when that way is taken (another
@@ -628,12 +716,12 @@ def test_a_prepared_submit_stores_what_the_session_way_stores(db_url: str) -> No
             async def none(*_a: Any, **_k: Any) -> Any:
                 raise dbmod.NoConnection("injected")
 
-            real = dbmod._AsyncReads.transaction
-            dbmod._AsyncReads.transaction = none  # type: ignore[assignment,method-assign]
+            real = dbmod.Database.one_write
+            dbmod.Database.one_write = none  # type: ignore[method-assign]
             try:
                 await lifecycle.store_new(db, job("job_fallback"), 10, None)
             finally:
-                dbmod._AsyncReads.transaction = real  # type: ignore[method-assign]
+                dbmod.Database.one_write = real  # type: ignore[method-assign]
         await db.aclose()
         return seen, sent
 

@@ -330,18 +330,15 @@ class Database:
         return await self._async_pg().one(row, params)
 
     async def prepared_transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
-        """`steps(tx)` in one transaction of prebuilt statements (`PreparedTx.one`), with no
-        ORM session and no thread hop: on SQLite on the event loop's own connection, when the
+        """SQLite: `steps(tx)` in one transaction of prebuilt statements (`PreparedTx.one`),
+        with no ORM session and no thread hop, on the event loop's own connection, when the
         write lock is free at that moment (`steps` must not wait on anything else: it runs
-        under the lock, and is refused if it suspends); on PostgreSQL on psycopg's async
-        connection. Changes recorded with `tx.record` go out as a session's do (NOTIFY inside
-        the transaction; this process's watchers after the commit). On PostgreSQL it is tried
-        once more on a fresh connection when the server had dropped the one it got, before
-        the commit. Raises `NoConnection` when it cannot run this way now (another writer
-        holds SQLite's lock; no pooled PostgreSQL connection came in time): the caller then
-        takes the session way, which waits its turn on a thread."""
+        under the lock, and is refused if it suspends). Changes recorded with `tx.record` go
+        out as a session's do, after the commit. Raises `NoConnection` when another writer
+        holds the lock: the caller then takes the session way, which waits its turn on a
+        thread. (On PostgreSQL such a write is one statement: `one_write`.)"""
         if not self.is_sqlite:
-            return await self._async_pg().transaction(steps)
+            raise TypeError("a prepared transaction is SQLite's; PostgreSQL takes one_write")
         lock = self._write_lock
         assert lock is not None
         if not lock.acquire(blocking=False):
@@ -353,6 +350,17 @@ class Database:
             lock.release()
         self.events.committed(tx.changes)
         return result
+
+    async def one_write(self, row: OneRow, params: dict[str, Any]) -> Any:
+        """PostgreSQL: one writing statement, its own transaction (autocommit), on psycopg's
+        async connection from `one`'s pool; its one row, or None. Not tried again after a
+        dropped connection: the statement may have committed before the connection went, and
+        only the caller knows how to tell (the error is SQLAlchemy's `DBAPIError` with
+        `connection_invalidated` set; the pool has been checked by then). Raises
+        `NoConnection` when no pooled connection comes in time."""
+        if self.is_sqlite:
+            raise TypeError("one_write is PostgreSQL's; SQLite takes prepared_transaction")
+        return await self._async_pg().one(row, params, write=True)
 
     def _async_pg(self) -> _AsyncReads:
         loop = asyncio.get_running_loop()
@@ -492,7 +500,7 @@ class _AsyncReads:
         self._opened = False
         self._opening = asyncio.Lock()
 
-    async def one(self, row: OneRow, params: dict[str, Any]) -> Any:
+    async def one(self, row: OneRow, params: dict[str, Any], *, write: bool = False) -> Any:
         import psycopg
         from psycopg_pool import PoolTimeout
 
@@ -503,53 +511,20 @@ class _AsyncReads:
                 async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
                     return await _pg_one(self.db, conn, row, params)
             except PoolTimeout:
+                if write:
+                    raise NoConnection("no PostgreSQL connection came in time") from None
                 # No connection to be had (every one busy, or the server refusing new ones):
                 # the thread way, whose own pool and errors are SQLAlchemy's.
                 return await self.db.fetch(row, params)
             except psycopg.OperationalError as e:
-                if attempt == 1:
-                    await self.pool.check()
+                await self.pool.check()
+                if attempt == 1 and not write:
                     continue
                 raise DBAPIError.instance(
                     sql, params, e, psycopg.Error, connection_invalidated=True
                 ) from e
             except psycopg.Error as e:
                 raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
-        raise AssertionError("unreachable")
-
-    async def transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        await self._open()
-        events = self.db.events
-        for attempt in (1, 2):
-            tx: _PgTx | None = None
-            committing = False
-            try:
-                async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
-                    async with conn.transaction():
-                        tx = _PgTx(self.db, conn)
-                        result = await steps(tx)
-                        notify = events.notify_statement(tx.changes)
-                        if notify is not None:
-                            await tx.execute(*notify)
-                        committing = True
-                events.committed(tx.changes)
-                return result
-            except PoolTimeout:
-                raise NoConnection("no PostgreSQL connection came in time") from None
-            except psycopg.OperationalError as e:
-                if attempt == 1 and not committing:
-                    await self.pool.check()
-                    continue
-                sql = tx.last_sql if tx is not None else ""
-                raise DBAPIError.instance(
-                    sql, None, e, psycopg.Error, connection_invalidated=True
-                ) from e
-            except psycopg.Error as e:
-                sql = tx.last_sql if tx is not None else ""
-                raise DBAPIError.instance(sql, None, e, psycopg.Error) from e
         raise AssertionError("unreachable")
 
     async def _open(self) -> None:
@@ -582,24 +557,6 @@ class PreparedTx:
     def record(self, change: Change) -> None:
         """Announce `change` once this transaction commits (as `events.record` for a session)."""
         self.changes.append(change)
-
-
-class _PgTx(PreparedTx):
-    """On psycopg's async connection."""
-
-    def __init__(self, db: Database, conn: Any) -> None:
-        super().__init__(db)
-        self._conn = conn
-        self.last_sql = ""  # for the error, should one come
-
-    async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
-        self.last_sql = stmt.pg_sql(self._db.engine.dialect)
-        return await _pg_one(self._db, self._conn, stmt, params)
-
-    async def execute(self, sql: str, args: dict[str, Any]) -> None:
-        """Run SQL text with psycopg's `%(name)s` parameters (the NOTIFY)."""
-        self.last_sql = sql
-        await _pg_execute(self._db, self._conn, sql, args)
 
 
 async def _pg_execute(db: Database, conn: Any, sql: str, args: dict[str, Any]) -> Any:

@@ -168,16 +168,20 @@ async def store_new(
     db: Database, values: dict[str, Any], quota: int, remember: Remember | None
 ) -> JobRow:
     """`create` from async code, for a new job's column `values`; the job as stored, as the
-    read paths show it. A plain submit (no `Idempotency-Key`) stores it in a prepared
-    transaction (`Database.prepared_transaction`: no ORM, no thread hop; on SQLite inline, on
-    PostgreSQL on psycopg's async connection); otherwise, and when that way is taken at the
-    moment, `create` as a short write."""
+    read paths show it. A plain submit (no `Idempotency-Key`) stores it with no ORM and no
+    thread hop: on SQLite in a prepared transaction on the event loop's own connection
+    (`Database.prepared_transaction`), on PostgreSQL in one statement on psycopg's async
+    connection (`store.insert_job_at_once`). Otherwise, and when that way cannot be taken at
+    the moment, `create` as a short write."""
     from engine.db.database import NoConnection
-    from engine.jobs.store import insert_job_prepared, stored_row
+    from engine.jobs.store import insert_job_at_once, insert_job_prepared, stored_row
 
     if remember is None:
         try:
-            await db.prepared_transaction(lambda tx: insert_job_prepared(tx, values, quota))
+            if db.is_sqlite:
+                await db.prepared_transaction(lambda tx: insert_job_prepared(tx, values, quota))
+            else:
+                await insert_job_at_once(db, values, quota)
             return stored_row(values)
         except NoConnection:
             pass

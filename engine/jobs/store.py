@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    Integer,
     Row,
+    String,
     Table,
     bindparam,
+    exists,
     func,
     insert,
     or_,
@@ -26,7 +29,7 @@ from engine.db.tables import (
     Tenant,
 )
 from engine.errors import Conflict, NotFound, QuotaExceeded
-from engine.jobs.events import JOB, Change, record
+from engine.jobs.events import CHANNEL, JOB, Change, record
 from engine.jobs.states import (
     ACTIVE,
     QUEUED,
@@ -87,11 +90,15 @@ def _admitted(tenant_id: str, counted: Any, quota: int) -> None:
     limit = counted[0] if counted[0] is not None else quota
     active = counted[1] - 1  # before this job
     if active >= limit:
-        raise QuotaExceeded(
-            f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
-            extra={"active_jobs": active, "limit": limit},
-            headers={"Retry-After": "5"},
-        )
+        raise _over_quota(active, limit)
+
+
+def _over_quota(active: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"This tenant has {active} active jobs; the limit is {limit}. Retry when one finishes.",
+        extra={"active_jobs": active, "limit": limit},
+        headers={"Retry-After": "5"},
+    )
 
 
 def _values(job: Job) -> dict[str, Any]:
@@ -116,11 +123,104 @@ def _insert_row(values: dict[str, Any]) -> OneRow:
 
 
 async def insert_job_prepared(tx: PreparedTx, values: dict[str, Any], quota: int) -> None:
-    """`insert_job` of a new job's column `values` in a `Database.prepared_transaction`."""
+    """`insert_job` of a new job's column `values` in a `Database.prepared_transaction`
+    (SQLite)."""
     tenant_id = values["tenant_id"]
     _admitted(tenant_id, await tx.one(_SUBMIT_LOCK_ROW, {"tenant_id": tenant_id}), quota)
     await tx.one(_insert_row(values), values)
     tx.record(Change(JOB, values["id"], values["status"]))
+
+
+# PostgreSQL: the submit's whole transaction as one statement (`insert_job_at_once`), one
+# per set of columns and NOTIFY or not.
+_AT_ONCE: dict[tuple[frozenset[str], bool], OneRow] = {}
+_TENANT_COUNT = OneRow(
+    select(_TENANTS.c.active_job_quota, _TENANTS.c.active_jobs).where(
+        _TENANTS.c.id == bindparam("tenant_id")
+    )
+)
+_JOB_STORED = OneRow(select(_JOBS.c.id).where(_JOBS.c.id == bindparam("id")))
+
+
+def _at_once(keys: frozenset[str], notify: bool) -> OneRow:
+    """`WITH counted AS (UPDATE tenants ... WHERE under quota RETURNING), stored AS (INSERT
+    INTO jobs SELECT ... WHERE EXISTS counted RETURNING) SELECT stored.id[, pg_notify(...)]
+    FROM stored`: a row only if the job was stored."""
+    found = _AT_ONCE.get((keys, notify))
+    if found is not None:
+        return found
+    t = _TENANTS.c
+    counted = (
+        update(_TENANTS)
+        .where(
+            t.id == bindparam("tenant_id"),
+            # Under the row's lock: a concurrent submit of the same tenant waits for this one's
+            # commit, and this condition is then checked again on the row it committed.
+            t.active_jobs < func.coalesce(t.active_job_quota, bindparam("quota", type_=Integer)),
+        )
+        .values(submit_seq=t.submit_seq + 1, active_jobs=t.active_jobs + 1)
+        .returning(t.id)
+        .cte("counted")
+    )
+    order = sorted(keys)
+    stored = (
+        insert(_JOBS)
+        .from_select(
+            order,
+            select(*(bindparam(k, type_=_JOBS.c[k].type) for k in order)).where(
+                exists(select(counted.c.id))
+            ),
+            include_defaults=False,  # the submit gives every column it sets
+        )
+        .returning(_JOBS.c.id)
+        .cte("stored")
+    )
+    shown: list[Any] = [stored.c.id]
+    if notify:
+        shown.append(func.pg_notify(CHANNEL, bindparam("change", type_=String)).label("sent"))
+    row = _AT_ONCE[(keys, notify)] = OneRow(select(*shown).select_from(stored))
+    return row
+
+
+async def insert_job_at_once(db: Database, values: dict[str, Any], quota: int) -> None:
+    """`insert_job` on PostgreSQL in one statement, its own transaction (`_at_once`: the
+    tenant's count and lock, the quota check, the job row, the NOTIFY of the new job), on
+    psycopg's async connection (`Database.one_write`): one round trip where a transaction of
+    the same statements takes five (`BEGIN`, the two, the NOTIFY, `COMMIT`).
+
+    After a dropped connection the statement may or may not have committed: the job's row
+    says which, and it is sent once more only if the row is not there (a copy still running
+    when the connection dropped, committed since, makes that second one fail on the job's
+    primary key: the job is stored, once)."""
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    change = Change(JOB, values["id"], values["status"])
+    notify = db.events.transport == "postgres"
+    stmt = _at_once(frozenset(values), notify)
+    params = {**values, "quota": quota}
+    if notify:
+        params["change"] = change.dumps(db.events.origin)
+    try:
+        stored = await db.one_write(stmt, params)
+    except DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        stored = await db.one(_JOB_STORED, {"id": values["id"]})
+        if stored is None:
+            try:
+                stored = await db.one_write(stmt, params)
+            except IntegrityError as again:
+                if getattr(getattr(again.orig, "diag", None), "constraint_name", "") != "jobs_pkey":
+                    raise
+                stored = await db.one(_JOB_STORED, {"id": values["id"]})
+    if stored is None:
+        # Refused: no such tenant, or one at its quota (its count read again, for the message).
+        counted = await db.one(_TENANT_COUNT, {"tenant_id": values["tenant_id"]})
+        if counted is None:
+            raise NotFound(f"No tenant {values['tenant_id']}.")
+        limit = counted.active_job_quota if counted.active_job_quota is not None else quota
+        raise _over_quota(max(counted.active_jobs, limit), limit)
+    db.events.committed([change])
 
 
 def stored_row(values: dict[str, Any]) -> JobRow:
