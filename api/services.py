@@ -157,8 +157,9 @@ class Services:
             # Restart a ComfyUI that dies or hangs even while no job is running.
             self.extra["comfy_supervisor"] = asyncio.create_task(proc.supervise())
             url = proc.base_url
-        comfy = ComfyClient(url)
         proc_ref = self.comfy_process
+        # A ComfyUI of ours is on this machine: its outputs are read from its folder.
+        comfy = ComfyClient(url, output_folder=proc_ref.output_folder if proc_ref else None)
 
         async def on_engine_down() -> bool:
             if proc_ref is None:

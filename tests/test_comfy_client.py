@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -316,6 +317,34 @@ def test_cancel_prompt_interrupts_running_and_deletes_pending() -> None:
         assert calls == [("/interrupt", {"prompt_id": "a"}), ("/queue", {"delete": ["b"]})]
 
     asyncio.run(go())
+
+
+def test_view_reads_a_local_servers_outputs_from_its_folder(tmp_path: Path) -> None:
+    """With the server's output folder (a ComfyUI of ours, on this machine), `view` reads an
+    output from disk and asks nothing over HTTP; a name that leads out of the folder, a file
+    that is not there, and any other file type are asked for with `GET /view`."""
+    folder = tmp_path / "output"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a b.png").write_bytes(b"\x89PNG-on-disk")
+    (tmp_path / "secret.png").write_bytes(b"not an output")
+    asked: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, content=b"\x89PNG-over-http")
+
+    async def go() -> list[bytes]:
+        async with client_for(handler, output_folder=folder) as client:
+            return [
+                await client.view(OutputRef("9", "a b.png", "sub", "output")),
+                await client.view(OutputRef("9", "secret.png", "..", "output")),
+                await client.view(OutputRef("9", "gone.png", "", "output")),
+                await client.view(OutputRef("9", "a b.png", "sub", "temp")),
+            ]
+
+    got = asyncio.run(go())
+    assert got == [b"\x89PNG-on-disk"] + [b"\x89PNG-over-http"] * 3
+    assert [a["filename"] for a in asked] == ["secret.png", "gone.png", "a b.png"]
 
 
 def test_view_and_upload() -> None:

@@ -54,7 +54,7 @@ def _seed() -> int:
     return random.randrange(2**31)
 
 
-def test_txt2img_returns_png_and_progress(comfy_url: str) -> None:
+def test_txt2img_returns_png_and_progress(comfy_process: ComfyProcess, comfy_url: str) -> None:
     async def go() -> None:
         events: list[ProgressEvent] = []
         async with ComfyClient(comfy_url) as client:
@@ -65,6 +65,9 @@ def test_txt2img_returns_png_and_progress(comfy_url: str) -> None:
             ref = result.outputs[0]
             assert (ref.node_id, ref.type) == ("7", "output")
             data = await client.view(ref)
+        # The engine's own client reads the same file from the server's output folder.
+        async with ComfyClient(comfy_url, output_folder=comfy_process.output_folder) as local:
+            assert local._read_output(ref) == data
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         img = Image.open(io.BytesIO(data))
         assert img.size == (64, 64)

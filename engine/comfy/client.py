@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -395,8 +396,12 @@ class ComfyClient:
         timeout: float = 30.0,
         websocket: bool = True,
         poll_interval: float = 0.25,
+        output_folder: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The server's output folder when it runs on this machine (a `ComfyProcess` of ours):
+        # `view` reads its outputs there instead of asking for them over HTTP.
+        self.output_folder = output_folder.resolve() if output_folder is not None else None
         self._timeout = timeout
         self._use_websocket = websocket
         self._poll_interval = poll_interval
@@ -511,7 +516,12 @@ class ComfyClient:
         await self._ok("POST", "/queue", json={"delete": list(prompt_ids)})
 
     async def view(self, ref: OutputRef) -> bytes:
-        """Bytes of an output file (``GET /view``)."""
+        """Bytes of an output file: read from the server's output folder when it is on this
+        machine (`output_folder`), else ``GET /view``."""
+        if self.output_folder is not None and ref.type == "output":
+            data = await asyncio.to_thread(self._read_output, ref)
+            if data is not None:
+                return data
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         resp = await self._request("GET", "/view", params=params)
         if resp.status_code == 404:
@@ -519,6 +529,18 @@ class ComfyClient:
         if resp.status_code >= 400:
             raise ComfyUnavailable(f"GET /view answered HTTP {resp.status_code}")
         return resp.content
+
+    def _read_output(self, ref: OutputRef) -> bytes | None:
+        """The file inside the output folder, or None (elsewhere, or not there: `/view` then
+        answers, as for a server on another machine)."""
+        assert self.output_folder is not None
+        path = (self.output_folder / ref.subfolder / ref.filename).resolve()
+        if not path.is_relative_to(self.output_folder):
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
 
     async def upload_image(self, data: bytes, name: str, *, overwrite: bool = True) -> str:
         """Upload into ComfyUI's input folder; returns the stored name (for LoadImage)."""

@@ -119,6 +119,12 @@ class ComfyProcess:
         return self._runtime
 
     @property
+    def output_folder(self) -> Path:
+        """Where this server writes its outputs (`--output-directory`, or ComfyUI's default
+        beside its code): on this machine, so its own client can read them from disk."""
+        return self.output_dir or self.comfyui_path / "output"
+
+    @property
     def log_path(self) -> Path:
         """Where ComfyUI's stdout/stderr go."""
         return self._log_path or self.runtime_dir / "comfyui.log"

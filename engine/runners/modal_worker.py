@@ -225,7 +225,9 @@ class ModalWorker:
             elif self._deferred and not await self._enable_device():
                 log.error("the GPU could not be enabled in the snapshotted ComfyUI; cold-starting")
                 await self._cold_start()
-        comfy = ComfyClient(self.base_url)
+        # ComfyUI runs in this container: its outputs are read from its folder.
+        folder = self.process.output_folder if self.process is not None else None
+        comfy = ComfyClient(self.base_url, output_folder=folder)
         version: str | None = None
         try:
             stats = await comfy.system_stats()
