@@ -1,9 +1,12 @@
 """Stencil's overhead over raw ComfyUI: the same small txt2img graph both ways, interleaved.
 
     .venv/bin/python bench/overhead.py [--jobs 20] [--follow sse|wait|poll] [--steps 2] [--stages]
+                                       [--in-process]
 
 Starts one ComfyUI (CPU) on the synthetic checkpoint and one Stencil API process (uvicorn on
-loopback, SQLite, local storage, the local runner) on that same ComfyUI. Each round:
+loopback, SQLite, local storage, the local runner) on that same ComfyUI, as a process of its
+own, as a deployed one is (`--in-process`: on a thread of the benchmark's own process, whose
+client then takes turns with the server on one interpreter lock). Each round:
 
 - raw: the graph the API would render, sent straight to ComfyUI by a client that keeps its
   websocket (POST /prompt, websocket until done, GET /view of the output);
@@ -14,7 +17,8 @@ Rounds interleave, each side going first in every other round, so background loa
 warmer engine favour neither; seeds vary, since ComfyUI caches an identical graph.
 Prints p50 and p95 of raw, Stencil, and the per-round difference. `--stages` also times the
 server's own steps (database calls by function, ComfyUI calls, storage writes, the submit)
-with wrappers installed around them, and prints each one's calls per job and p50.
+with wrappers installed around them (in the API's process), and prints each one's calls per
+job and p50.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +59,16 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class Stages:
     """Server-side time per step, measured by wrapping the engine's own calls (`--stages`).
 
-    Only calls made off the main thread count: the API is served on its own thread, and the
-    raw client's ComfyUI calls run on the main one.
+    In process (`--in-process`), only calls made off the main thread count: the API is served
+    on its own thread, and the raw client's ComfyUI calls run on the main one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, off_main_only: bool) -> None:
         self.samples: dict[str, list[float]] = defaultdict(list)
+        self.off_main_only = off_main_only
 
     def _note(self, label: str, t0: float) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.off_main_only or threading.current_thread() is not threading.main_thread():
             self.samples[label].append(time.perf_counter() - t0)
 
     def wrap(self, owner: Any, name: str, label: str, by_fn: bool = False) -> None:
@@ -116,8 +126,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--follow", choices=["sse", "wait", "poll"], default="sse")
     ap.add_argument("--stages", action="store_true", help="time the server's own steps")
+    ap.add_argument("--in-process", action="store_true", help="serve the API on a thread here")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)  # the API process: ComfyUI's URL
+    ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    stages = Stages() if a.stages else None
+    if a.serve:
+        serve_api(a)
+        return
+    stages = Stages(off_main_only=True) if a.stages and a.in_process else None
     if stages is not None:
         stages.install()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +154,83 @@ def main() -> None:
                 stages.report(a.jobs + 2)
         finally:
             proc.close()
+
+
+def bench_settings(comfy_url: str, home: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        home=home,
+        comfyui_url=comfy_url,
+        catalog=ROOT / "catalog.yaml",
+        active_job_quota=1000,
+        rate_limit_write="100000/minute",
+        rate_limit_read="100000/minute",
+        trusted_hosts="127.0.0.1",
+        webhook_dispatch=False,
+    )
+
+
+def serve_api(a: argparse.Namespace) -> None:
+    """The API process: serve on a free port until SIGTERM; its port and a key go to stdout,
+    and the steps' timings (`--stages`) after it stops."""
+    import uvicorn
+
+    stages = Stages(off_main_only=False) if a.stages else None
+    if stages is not None:
+        stages.install()
+    app = create_app(bench_settings(a.serve, a.home))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+
+    async def started() -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        with app.state.services.db.session() as s:  # migrated by the app's startup
+            token, _ = create_key(s, "bench")
+        print(json.dumps({"port": sock.getsockname()[1], "token": token}), flush=True)
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: setattr(server, "should_exit", True)
+        )
+        announce = asyncio.create_task(started())
+        await server.serve(sockets=[sock])
+        await announce
+
+    asyncio.run(main())
+    if stages is not None:
+        stages.report(a.jobs + 2)
+
+
+@contextmanager
+def api_process(url: str, a: argparse.Namespace, home: Path) -> Iterator[tuple[str, str]]:
+    """The API's base URL and a key: served by a process of its own, or on a thread here."""
+    if a.in_process:
+        app = create_app(bench_settings(url, home))
+        with serve(app) as base:
+            with app.state.services.db.session() as s:
+                token, _ = create_key(s, "bench")
+            yield base, token
+        return
+    cmd = [sys.executable, __file__, "--serve", url, "--home", str(home), "--jobs", str(a.jobs)]
+    child = subprocess.Popen(
+        [*cmd, *(["--stages"] if a.stages else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdout is not None
+    try:
+        first = child.stdout.readline()
+        if not first:
+            raise SystemExit("the API process did not start")
+        ready = json.loads(first)
+        yield f"http://127.0.0.1:{ready['port']}", ready["token"]
+    finally:
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+        sys.stdout.write(out)
 
 
 async def follow_job(c: httpx.AsyncClient, job: dict[str, Any], h: dict[str, str], how: str) -> Any:
@@ -164,26 +257,13 @@ async def follow_job(c: httpx.AsyncClient, job: dict[str, Any], h: dict[str, str
 
 def run(url: str, a: argparse.Namespace, home: Path) -> None:
     """Interleaved rounds: one raw prompt, then one API job with the same params."""
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        home=home,
-        comfyui_url=url,
-        catalog=ROOT / "catalog.yaml",
-        active_job_quota=1000,
-        rate_limit_write="100000/minute",
-        rate_limit_read="100000/minute",
-        trusted_hosts="127.0.0.1",
-        webhook_dispatch=False,
-    )
-    app = create_app(settings)
-    services = app.state.services
+    # This process renders the raw client's graphs with the API's own catalog and renderer.
+    services = create_app(bench_settings(url, home), start_engine=False).state.services
     t = services.catalog.get("txt2img")
     model = services.request_models[(t.name, t.major)]
     raw: list[float] = []
     walls: list[float] = []
-    with serve(app) as base:
-        with services.db.session() as s:
-            token, _ = create_key(s, "bench")
+    with api_process(url, a, home) as (base, token):
         h = {"Authorization": f"Bearer {token}"}
 
         async def rounds() -> None:
