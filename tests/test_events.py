@@ -317,16 +317,29 @@ def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_route(
     api: TestClient, new_key: Callable[[str], Headers], solved: list[str]
 ) -> None:
-    """`GET /v1/jobs/{id}` with no query string takes the route's fast path; anything else
-    (here `?wait=0`, a malformed id) goes through FastAPI's full handler. Both give the same
-    answers and the same errors."""
+    """`GET /v1/jobs/{id}` with no query string, or only `wait=N` within its bounds, takes the
+    route's fast path; anything else (`wait` written otherwise, out of bounds or not a
+    number, a malformed id) goes through FastAPI's full handler. Both give the same answers
+    and the same errors."""
     h, other = new_key("acme"), new_key("globex")
     job = api.post("/v1/txt2img", json=TXT, headers=h).json()
     solved.clear()
     fast = api.get(f"/v1/jobs/{job['id']}", headers=h)
+    fast_wait = api.get(f"/v1/jobs/{job['id']}?wait=0", headers=h)
     assert solved == [], "the plain read went through the dependency solver"
-    full = api.get(f"/v1/jobs/{job['id']}?wait=0", headers=h)
-    assert solved, "a read with a query string should take the full route"
+    full = api.get(f"/v1/jobs/{job['id']}?wait=00", headers=h)
+    assert solved, "a read with a query string of another form should take the full route"
+    assert _comparable(fast_wait.json()) == _comparable(full.json())
+    for query, field in (
+        ("wait=61", "wait"),
+        ("wait=ab", "wait"),
+        ("wait=-1", "wait"),
+        ("x=1", "x"),
+    ):
+        solved.clear()
+        refused = api.get(f"/v1/jobs/{job['id']}?{query}", headers=h)
+        assert solved and refused.status_code == 422, query
+        assert [e["field"] for e in refused.json()["errors"]] == [field]
     assert fast.status_code == full.status_code == 200
     assert _comparable(fast.json()) == _comparable(full.json())
     assert fast.headers["content-type"] == full.headers["content-type"]
@@ -334,7 +347,7 @@ def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_rout
     # The same refusals either way: another tenant's job, a missing key, an unknown key.
     for headers, status in ((other, 404), ({}, 401), ({"Authorization": "Bearer sk_nope"}, 401)):
         a = api.get(f"/v1/jobs/{job['id']}", headers=headers)
-        b = api.get(f"/v1/jobs/{job['id']}?wait=0", headers=headers)
+        b = api.get(f"/v1/jobs/{job['id']}?wait=00", headers=headers)
         assert a.status_code == b.status_code == status
         assert a.json() == b.json()
         assert a.headers.get("www-authenticate") == b.headers.get("www-authenticate")
@@ -343,6 +356,46 @@ def test_the_plain_read_skips_the_dependency_solver_and_answers_as_the_full_rout
     bad = api.get("/v1/jobs/job_x%0A", headers=h)
     assert solved and bad.status_code == 422
     assert [e["field"] for e in bad.json()["errors"]] == ["job_id"]
+
+
+def test_a_signed_download_skips_the_dependency_solver_and_answers_as_the_full_route(
+    api: TestClient, solved: list[str]
+) -> None:
+    """`GET /v1/files/{key}` by the URL as it was signed takes the route's fast path; the same
+    link written otherwise (parameters in another order) goes the full way with the same
+    answer, and so does every refusal: a bad signature, an expired link, a missing file, a
+    parameter out of bounds (422, field named)."""
+    storage = api.app.state.services.storage  # type: ignore[attr-defined]
+    storage.put("jobs/job_x/0.png", b"\x89PNG-bytes", "image/png")
+    url, expires = storage.url("jobs/job_x/0.png", 60)
+    sig = url.split("signature=")[1]
+    solved.clear()
+    fast = api.get(url)
+    assert solved == [] and fast.status_code == 200 and fast.content == b"\x89PNG-bytes"
+    full = api.get(f"/v1/files/jobs/job_x/0.png?signature={sig}&expires={expires}")
+    assert solved and full.status_code == 200
+    assert (fast.content, fast.headers["content-type"], fast.headers["cache-control"]) == (
+        full.content, full.headers["content-type"], full.headers["cache-control"]
+    )  # fmt: skip
+    gone_url, _ = storage.url("jobs/job_x/1.png", 60)
+    bad = "0" * 64
+    for link, status in (
+        (f"/v1/files/jobs/job_x/0.png?expires={expires}&signature={bad}", 404),
+        (
+            f"/v1/files/jobs/job_x/0.png?expires=1&signature={storage.sign('jobs/job_x/0.png', 1)}",
+            404,
+        ),
+        (gone_url, 404),
+    ):
+        solved.clear()
+        r = api.get(link)
+        assert solved == [] and r.status_code == status, link
+        back = link.split("?")[0] + "?" + "&".join(reversed(link.split("?")[1].split("&")))
+        assert api.get(back).json() == r.json()
+    solved.clear()
+    over = api.get(f"/v1/files/jobs/job_x/0.png?expires={2**40 + 1}&signature={sig}")
+    assert solved and over.status_code == 422
+    assert [e["field"] for e in over.json()["errors"]] == ["expires"]
 
 
 def test_a_plain_submit_skips_the_dependency_solver_and_answers_as_the_full_route(

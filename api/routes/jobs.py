@@ -236,14 +236,26 @@ def _add_template_route(
 _JOB_ID = re.compile(ID_PATTERN)
 
 
+# The one query string the fast path takes: `wait=N`, N in the declaration's 0..MAX_WAIT_S.
+_WAIT_ONLY = re.compile(rb"wait=(0|[1-9][0-9]?)")
+
+
 async def _plain_read(request: Request) -> Response | None:
-    """`GET /v1/jobs/{id}` with a well-formed id and no query string, answered without the
-    dependency solver (the route's fast path); None sends any other request the full way."""
+    """`GET /v1/jobs/{id}` with a well-formed id, and no query string but `wait=N` within its
+    bounds, answered without the dependency solver (the route's fast path); None sends any
+    other request the full way."""
     job_id = request.path_params.get("job_id", "")
-    if request.scope.get("query_string") or not _JOB_ID.fullmatch(job_id):
+    if not _JOB_ID.fullmatch(job_id):
         return None
+    query: bytes = request.scope.get("query_string") or b""
+    wait = 0
+    if query:
+        m = _WAIT_ONLY.fullmatch(query)
+        if m is None or int(m[1]) > MAX_WAIT_S:
+            return None
+        wait = int(m[1])
     principal = await authenticate_request(request)
-    return await _read(request, principal, job_id, 0)
+    return await _read(request, principal, job_id, wait)
 
 
 async def _read(request: Request, principal: Principal, job_id: str, wait: int) -> Response:
