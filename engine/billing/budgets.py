@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from engine.billing.pricing import to_micros, usd_str
-from engine.db.database import insert_ignore, new_id, utcnow
+from engine.db.database import OneRow, insert_ignore, new_id, utcnow
 from engine.db.tables import LedgerEntry, Tenant, TenantBudget, TenantEvent
 from engine.errors import BadRequest, BudgetExceeded, NotFound
 from engine.webhooks.outbox import account_delivery
@@ -125,8 +125,10 @@ def check_budget(s: Session, tenant_id: str, now: datetime | None = None) -> Non
 
 
 _BUDGETS = cast(Table, TenantBudget.__table__)
-_THRESHOLD = select(_BUDGETS.c.monthly_usd_micros, _BUDGETS.c.threshold).where(
-    _BUDGETS.c.tenant_id == bindparam("tenant_id")
+_THRESHOLD = OneRow(
+    select(_BUDGETS.c.monthly_usd_micros, _BUDGETS.c.threshold).where(
+        _BUDGETS.c.tenant_id == bindparam("tenant_id")
+    )
 )
 
 
@@ -138,9 +140,9 @@ def note_spend(s: Session, tenant_id: str, month: str) -> bool:
     webhook outbox in the same transaction, so the dispatcher sends it like a job event; without
     one, the event is only recorded (`GET /v1/events`). Returns True when this call wrote it.
     """
-    # A Core read of the two fields, built once: the ORM's lookup cost more than the rest of
-    # a charge for a tenant without a budget (every charge reads it).
-    budget = s.connection().execute(_THRESHOLD, {"tenant_id": tenant_id}).first()
+    # A Core read of the two fields, built once (a `OneRow`): the ORM's lookup cost more than
+    # the rest of a charge for a tenant without a budget (every charge reads it).
+    budget = _THRESHOLD(s.connection(), {"tenant_id": tenant_id})
     if budget is None or budget.threshold is None:
         return False
     spend = month_spend_micros(s, tenant_id, month)

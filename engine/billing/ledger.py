@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select
+from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from engine.billing.budgets import month_key, note_spend
 from engine.billing.pricing import Rate, price, rate_for, seconds, to_micros, usd_str
 from engine.catalog.catalog import Catalog
-from engine.db.database import Database, insert_ignore, new_id, utcnow
+from engine.db.database import Database, OneRow, insert_ignore, new_id, utcnow
 from engine.db.tables import Job, LedgerEntry
 from engine.jobs.states import FAILED, TERMINAL
 
@@ -125,11 +127,18 @@ def settle(
     )
 
 
-# What the platform paid for a job's earlier attempts: built once, run on the table (the ORM's
-# statement cost more to build and compile than to run).
+# What the platform paid for a job's earlier attempts, and the final charge copied onto the
+# job: built once, run on the tables as `OneRow`s (the ORM's statement and its unit of work
+# cost more to build, compile and flush than to run).
 _LEDGER = cast(Table, LedgerEntry.__table__)
-_PLATFORM_PAID = select(func.coalesce(func.sum(_LEDGER.c.usd_micros), 0)).where(
-    _LEDGER.c.job_id == bindparam("job_id"), _LEDGER.c.payer == PLATFORM
+_JOBS = cast(Table, Job.__table__)
+_PLATFORM_PAID = OneRow(
+    select(func.coalesce(func.sum(_LEDGER.c.usd_micros), 0).label("usd_micros")).where(
+        _LEDGER.c.job_id == bindparam("job_id"), _LEDGER.c.payer == PLATFORM
+    )
+)
+_SET_COST = OneRow(
+    update(_JOBS).where(_JOBS.c.id == bindparam("job_id")).values(cost=bindparam("cost"))
 )
 
 
@@ -137,11 +146,9 @@ def _record_on_job(
     s: Session, job_id: str, rate: Rate, billable: Decimal, usd: Decimal, payer: str
 ) -> None:
     """Copy the final charge onto the job, with the rate it was priced at."""
-    platform = s.connection().execute(_PLATFORM_PAID, {"job_id": job_id}).scalar()
-    job = s.get(Job, job_id)
-    if job is None:
-        return
-    job.cost = {
+    c = s.connection()
+    platform = _PLATFORM_PAID(c, {"job_id": job_id}).usd_micros
+    cost = {
         "gpu_class": rate.gpu_class,
         "gpu_type": rate.gpu_type,
         "billable_seconds": str(billable),
@@ -151,6 +158,12 @@ def _record_on_job(
         "rate_parts": rate.snapshot(),
         "charged_to": payer,
     }
+    s.flush()  # pending changes first, as the ORM's own update would have sent them
+    _SET_COST(c, {"job_id": job_id, "cost": cost})
+    # The job as this session holds it (if it does) shows the cost too.
+    held = s.identity_map.get(identity_key(Job, job_id))
+    if held is not None:
+        set_committed_value(held, "cost", cost)
 
 
 def settle_current(

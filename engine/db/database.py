@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import Table, bindparam, create_engine, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -31,14 +31,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_INSERT_IGNORE: dict[tuple[str, str], Any] = {}
+_INSERT_IGNORE: dict[tuple[str, str, frozenset[str]], OneRow] = {}
 
 
 def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
     """Insert a row unless it breaks a unique constraint; True if it was written."""
     dialect = s.get_bind().dialect.name
     table = cast(Table, model.__table__)
-    stmt = _INSERT_IGNORE.get((dialect, table.name))
+    key = (dialect, table.name, frozenset(values))
+    stmt = _INSERT_IGNORE.get(key)
     if stmt is None:
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,13 +52,16 @@ def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
         # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which
         # may also move the job to its terminal state) must survive a duplicate. RETURNING
         # tells whether a row was written (psycopg's rowcount is not reliable here). Built
-        # once per table, on the table: the ORM's insert path and building the statement per
-        # call cost more than the insert.
-        stmt = _INSERT_IGNORE[(dialect, table.name)] = base.on_conflict_do_nothing().returning(
-            *sa_inspect(model).primary_key
+        # once per table and set of columns, on the table, as a `OneRow`: the ORM's insert
+        # path, and building and executing the statement through SQLAlchemy per call, cost
+        # more than the insert.
+        stmt = _INSERT_IGNORE[key] = OneRow(
+            base.values({k: bindparam(k) for k in values})
+            .on_conflict_do_nothing()
+            .returning(*sa_inspect(model).primary_key)
         )
     s.flush()  # pending changes first, as the ORM statement's autoflush would have sent them
-    return s.connection().execute(stmt, values).first() is not None
+    return stmt(s.connection(), values) is not None
 
 
 def new_id(prefix: str) -> str:

@@ -322,22 +322,42 @@ def _move(
     s.flush()
     assert to not in TERMINAL or all(f in ACTIVE for f in from_states)
     c = s.connection()
-    moved = c.execute(
-        update(_JOBS)
-        .where(_JOBS.c.id == job_id, _JOBS.c.status.in_(list(from_states)))
-        .values(status=to, **values)
-        .returning(_JOBS.c.tenant_id)
-    ).first()
+    # `values` are plain values (a value computed in SQL takes a statement of its own: `_take`).
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update({f"from_{i}": f for i, f in enumerate(from_states)}, job_id=job_id, to=to)
+    moved = _move_row(frozenset(values), len(from_states))(c, params)
     if moved is None:
         return False, None
     record(s, Change(JOB, job_id, to))
     if to not in TERMINAL:
         return True, None
-    c.execute(_ENDED, {"tenant_id": moved[0]})
+    _ENDED_ROW(c, {"tenant_id": moved[0]})
     job = s.get(Job, job_id, populate_existing=True)
     if job is not None and job.webhook_url:
         s.add(terminal_event(job))
     return True, job
+
+
+# The compare-and-set `UPDATE` of `_move`, prebuilt per set of columns it sets and number of
+# states it moves from (building and compiling it per call cost more than running it).
+_MOVES: dict[tuple[frozenset[str], int], OneRow] = {}
+_ENDED_ROW = OneRow(_ENDED)
+
+
+def _move_row(keys: frozenset[str], n_from: int) -> OneRow:
+    found = _MOVES.get((keys, n_from))
+    if found is None:
+        found = _MOVES[(keys, n_from)] = OneRow(
+            update(_JOBS)
+            .where(
+                _JOBS.c.id == bindparam("job_id"),
+                # No expanding IN (`OneRow` takes none): one comparison per state.
+                or_(*(_JOBS.c.status == bindparam(f"from_{i}") for i in range(n_from))),
+            )
+            .values({"status": bindparam("to"), **{k: bindparam(f"v_{k}") for k in keys}})
+            .returning(_JOBS.c.tenant_id)
+        )
+    return found
 
 
 def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
@@ -368,7 +388,7 @@ def any_queued(c: Connection, runner: str) -> bool:
     return bool(c.execute(_ANY_QUEUED, {"runner": runner}).scalar())
 
 
-_OLDEST_QUEUED = (
+_OLDEST_QUEUED = OneRow(
     select(_JOBS.c.id)
     .where(
         _JOBS.c.status == QUEUED,
@@ -382,27 +402,39 @@ _OLDEST_QUEUED = (
 def claim_next(s: Session, worker_id: str, runner: str) -> str | None:
     """Take the oldest queued job for this runner (CAS queued -> running); its id."""
     for _ in range(5):
-        job_id: str | None = s.connection().execute(_OLDEST_QUEUED, {"runner": runner}).scalar()
-        if job_id is None:
+        oldest = _OLDEST_QUEUED(s.connection(), {"runner": runner})
+        if oldest is None:
             return None
+        job_id: str = oldest.id
         if _take(s, job_id, worker_id):
             return job_id
     raise Conflict("could not claim a job")
 
 
-def _take(s: Session, job_id: str, worker_id: str) -> bool:
-    now = utcnow()
-    return transition(
-        s,
-        job_id,
-        [QUEUED],
-        RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        worker_id=worker_id,
-        attempts=Job.attempts + 1,
+# The claim's compare-and-set (queued -> running, one attempt more), built once.
+_TAKE = OneRow(
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == QUEUED)
+    .values(
+        status=RUNNING,
+        started_at=bindparam("now", type_=_JOBS.c.started_at.type),
+        heartbeat_at=bindparam("now", type_=_JOBS.c.heartbeat_at.type),
+        worker_id=bindparam("worker_id"),
+        attempts=_JOBS.c.attempts + 1,
         progress=0.0,
     )
+    .returning(_JOBS.c.id)
+)
+
+
+def _take(s: Session, job_id: str, worker_id: str) -> bool:
+    """`transition` queued -> running for this worker (its attempt counted)."""
+    s.flush()
+    params = {"job_id": job_id, "now": utcnow(), "worker_id": worker_id}
+    if _TAKE(s.connection(), params) is None:
+        return False
+    record(s, Change(JOB, job_id, RUNNING))
+    return True
 
 
 def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
