@@ -3,15 +3,17 @@
     .venv/bin/python bench/overhead.py [--jobs 20] [--follow sse|wait|poll] [--steps 2] [--stages]
                                        [--in-process]
 
-Starts one ComfyUI (CPU) on the synthetic checkpoint and one Stencil API process (uvicorn on
-loopback, SQLite, local storage, the local runner) on that same ComfyUI, as a process of its
-own, as a deployed one is (`--in-process`: on a thread of the benchmark's own process, whose
-client then takes turns with the server on one interpreter lock). Each round:
+Starts one Stencil API process on the embedded default (uvicorn on loopback, SQLite, local
+storage, the local runner with the ComfyUI it starts on the CPU, on the synthetic checkpoint),
+as a process of its own, as a deployed one is (`--in-process`: on a thread of the benchmark's
+own process, whose client then takes turns with the server on one interpreter lock). The raw
+client talks to that same ComfyUI. Each round:
 
 - raw: the graph the API would render, sent straight to ComfyUI by a client that keeps its
   websocket (POST /prompt, websocket until done, GET /view of the output);
-- Stencil: POST /v1/txt2img, follow the job until it is terminal (its event stream, a
-  `?wait=` long poll, or polling every 50 ms), then GET the output URL.
+- Stencil: POST /v1/txt2img, follow the job until it is terminal (its event stream, read to
+  its end, which follows the terminal event; a `?wait=` long poll; or polling every 50 ms),
+  then GET the output URL.
 
 Rounds interleave, each side going first in every other round, so background load and a
 warmer engine favour neither; seeds vary, since ComfyUI caches an identical graph.
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from engine.catalog.params import resolve_params, validate_params  # noqa: E402
-from engine.comfy import ComfyClient, ComfyProcess  # noqa: E402
+from engine.comfy import ComfyClient  # noqa: E402
 from engine.tenants.keys import create_key  # noqa: E402
 from tests.helpers import serve  # noqa: E402
 
@@ -127,7 +129,7 @@ def main() -> None:
     ap.add_argument("--follow", choices=["sse", "wait", "poll"], default="sse")
     ap.add_argument("--stages", action="store_true", help="time the server's own steps")
     ap.add_argument("--in-process", action="store_true", help="serve the API on a thread here")
-    ap.add_argument("--serve", help=argparse.SUPPRESS)  # the API process: ComfyUI's URL
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the API process
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
@@ -137,30 +139,19 @@ def main() -> None:
     if stages is not None:
         stages.install()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = ComfyProcess(
-            ROOT / ".stencil" / "comfyui",
-            models_dir=ROOT / ".stencil" / "models",
-            log_path=Path(tmp) / "comfy.log",
-        )
-
-        async def start() -> None:
-            await proc.start()
-            await proc.wait_ready(timeout=120)
-
-        asyncio.run(start())
-        try:
-            run(proc.base_url, a, Path(tmp) / "home")
-            if stages is not None:
-                stages.report(a.jobs + 2)
-        finally:
-            proc.close()
+        run(a, Path(tmp) / "home")
+        if stages is not None:
+            stages.report(a.jobs + 2)
 
 
-def bench_settings(comfy_url: str, home: Path) -> Settings:
+def bench_settings(home: Path) -> Settings:
+    """The embedded default (SQLite, local storage, the local runner starting its own ComfyUI
+    on the CPU), on the synthetic checkpoint, with limits out of the way."""
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         home=home,
-        comfyui_url=comfy_url,
+        comfyui_path=ROOT / ".stencil" / "comfyui",
+        models_dir=ROOT / ".stencil" / "models",
         catalog=ROOT / "catalog.yaml",
         active_job_quota=1000,
         rate_limit_write="100000/minute",
@@ -171,14 +162,14 @@ def bench_settings(comfy_url: str, home: Path) -> Settings:
 
 
 def serve_api(a: argparse.Namespace) -> None:
-    """The API process: serve on a free port until SIGTERM; its port and a key go to stdout,
-    and the steps' timings (`--stages`) after it stops."""
+    """The API process: serve on a free port until SIGTERM; its port, its ComfyUI's URL and a
+    key go to stdout, and the steps' timings (`--stages`) after it stops."""
     import uvicorn
 
     stages = Stages(off_main_only=False) if a.stages else None
     if stages is not None:
         stages.install()
-    app = create_app(bench_settings(a.serve, a.home))
+    app = create_app(bench_settings(a.home))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -188,7 +179,9 @@ def serve_api(a: argparse.Namespace) -> None:
             await asyncio.sleep(0.05)
         with app.state.services.db.session() as s:  # migrated by the app's startup
             token, _ = create_key(s, "bench")
-        print(json.dumps({"port": sock.getsockname()[1], "token": token}), flush=True)
+        comfy = app.state.services.comfy_process.base_url
+        ready = {"port": sock.getsockname()[1], "token": token, "comfy": comfy}
+        print(json.dumps(ready), flush=True)
 
     async def main() -> None:
         asyncio.get_running_loop().add_signal_handler(
@@ -204,16 +197,17 @@ def serve_api(a: argparse.Namespace) -> None:
 
 
 @contextmanager
-def api_process(url: str, a: argparse.Namespace, home: Path) -> Iterator[tuple[str, str]]:
-    """The API's base URL and a key: served by a process of its own, or on a thread here."""
+def api_process(a: argparse.Namespace, home: Path) -> Iterator[tuple[str, str, str]]:
+    """The API's base URL, a key, and the URL of the ComfyUI it started: served by a process
+    of its own, or on a thread here."""
     if a.in_process:
-        app = create_app(bench_settings(url, home))
+        app = create_app(bench_settings(home))
         with serve(app) as base:
             with app.state.services.db.session() as s:
                 token, _ = create_key(s, "bench")
-            yield base, token
+            yield base, token, app.state.services.comfy_process.base_url
         return
-    cmd = [sys.executable, __file__, "--serve", url, "--home", str(home), "--jobs", str(a.jobs)]
+    cmd = [sys.executable, __file__, "--serve", "--home", str(home), "--jobs", str(a.jobs)]
     child = subprocess.Popen(
         [*cmd, *(["--stages"] if a.stages else [])],
         stdout=subprocess.PIPE,
@@ -226,7 +220,7 @@ def api_process(url: str, a: argparse.Namespace, home: Path) -> Iterator[tuple[s
         if not first:
             raise SystemExit("the API process did not start")
         ready = json.loads(first)
-        yield f"http://127.0.0.1:{ready['port']}", ready["token"]
+        yield f"http://127.0.0.1:{ready['port']}", ready["token"], ready["comfy"]
     finally:
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=60)
@@ -245,25 +239,30 @@ async def follow_job(c: httpx.AsyncClient, job: dict[str, Any], h: dict[str, str
             await asyncio.sleep(0.05)
             job = (await c.get(url, headers=h)).json()
         return job
+    # Read to the stream's end, which comes right after the terminal event: the connection is
+    # then whole and is kept for the download (one closed mid-response is not).
+    last = None
     async with c.stream("GET", f"{url}/events", headers=h) as r:
         name = None
         async for line in r.aiter_lines():
             if line.startswith("event:"):
                 name = line.split(":", 1)[1].strip()
             elif line.startswith("data:") and name in (f"job.{s}" for s in TERMINAL):
-                return json.loads(line.split(":", 1)[1])["job"]
-    raise AssertionError("the stream ended before the job did")
+                last = json.loads(line.split(":", 1)[1])["job"]
+    if last is None:
+        raise AssertionError("the stream ended before the job did")
+    return last
 
 
-def run(url: str, a: argparse.Namespace, home: Path) -> None:
+def run(a: argparse.Namespace, home: Path) -> None:
     """Interleaved rounds: one raw prompt, then one API job with the same params."""
     # This process renders the raw client's graphs with the API's own catalog and renderer.
-    services = create_app(bench_settings(url, home), start_engine=False).state.services
+    services = create_app(bench_settings(home), start_engine=False).state.services
     t = services.catalog.get("txt2img")
     model = services.request_models[(t.name, t.major)]
     raw: list[float] = []
     walls: list[float] = []
-    with api_process(url, a, home) as (base, token):
+    with api_process(a, home) as (base, token, url):
         h = {"Authorization": f"Bearer {token}"}
 
         async def rounds() -> None:
