@@ -40,7 +40,7 @@ from engine.jobs import lifecycle
 from engine.jobs.states import CANCELLED, RUNNING, SUCCEEDED
 from engine.metrics import observe_attempt
 from engine.runners.batching import BatchRefused, batch_key, build_batch
-from engine.runners.outputs import encode_output, output_choice
+from engine.runners.outputs import output_choice
 from engine.runners.worker import (
     WorkerContext,
     _Attempt,
@@ -50,6 +50,7 @@ from engine.runners.worker import (
     _notify,
     execute_job,
     node_errors_to_fields,
+    store_output,
 )
 
 log = logging.getLogger("stencil.batch")
@@ -337,19 +338,7 @@ async def _run(
         try:
             fmt, quality = output_choice(job.params)
             for i, ref in enumerate(refs):
-                raw = await ctx.comfy.view(ref)
-                img = await asyncio.to_thread(encode_output, raw, fmt, quality)
-                key = f"jobs/{job.id}/{i}.{img.extension}"
-                await asyncio.to_thread(ctx.storage.put, key, img.data, img.content_type)
-                outputs.append(
-                    {
-                        "key": key,
-                        "content_type": img.content_type,
-                        "width": img.width,
-                        "height": img.height,
-                        "bytes": len(img.data),
-                    }
-                )
+                outputs.append(await store_output(ctx, ref, fmt, quality, job.id, i))
         except ComfyUnavailable as e:
             lost = EngineUnavailable(f"fetching outputs failed: {e}")
             break

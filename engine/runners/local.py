@@ -110,16 +110,21 @@ class LocalRunner(Runner):
         # Woken by every job that enters `queued` (submitted here or in another API process,
         # or re-queued); the slow poll is only the net under a lost notification.
         with self.db.events.watch(JOB) as changes:
+            woken = False
             while not self._stopping:
-                await self._take_one(changes)
+                # A lone loop woken by a queued job claims it without looking first; several
+                # loops all wake, and all but one would take the write lock for nothing.
+                woken = await self._take_one(changes, look=not woken or self.concurrency > 1)
 
-    async def _take_one(self, changes: Watch) -> None:
+    async def _take_one(self, changes: Watch, *, look: bool = True) -> bool:
+        """Claim and run one job, or wait for one; True when woken by a job queued (the next
+        call then claims without looking first)."""
         while True:
             try:
-                # Look before taking the write lock: `changes` is already watching, so a job
-                # queued after this read still wakes the wait below.
+                # Look before taking the write lock (unless a job was just queued): `changes`
+                # is already watching, so a job queued after this read still wakes the wait.
                 claimed: Job | None = None
-                if await self.db.fetch(lifecycle.any_queued, self.name):
+                if not look or await self.db.fetch(lifecycle.any_queued, self.name):
                     claimed = await self.db.write(lifecycle.claim, self.ctx.worker_id, self.name)
                 break
             except Exception:
@@ -131,8 +136,8 @@ class LocalRunner(Runner):
                 if await changes.wait(left) and any(
                     c.status in (QUEUED, None) for c in changes.drain()
                 ):
-                    break
-            return
+                    return True
+            return False
         job = claimed.id
         batch = await self._claim_batch(claimed)
         events = {j: asyncio.Event() for j in batch}
@@ -153,6 +158,7 @@ class LocalRunner(Runner):
         finally:
             for j in batch:
                 self._running.pop(j, None)
+        return False
 
     async def _claim_batch(self, job: Job) -> list[str]:
         """Jobs to run with the claimed `job`: same-key queued jobs, claimed as they come.

@@ -21,6 +21,7 @@ from engine.comfy import (
     ComfyTimeout,
     ComfyUnavailable,
     ComfyValidationError,
+    OutputRef,
     ProgressEvent,
 )
 from engine.db.database import Database, utcnow
@@ -37,7 +38,7 @@ from engine.jobs import lifecycle
 from engine.jobs.events import JOB
 from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from engine.metrics import observe_attempt
-from engine.runners.outputs import encode_output, output_choice
+from engine.runners.outputs import EncodedImage, OutputFormat, encode_output, output_choice
 
 log = logging.getLogger("stencil.worker")
 
@@ -310,19 +311,7 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
     try:
         fmt, quality = output_choice(job.params)
         for i, ref in enumerate(refs):
-            raw = await ctx.comfy.view(ref)
-            img = await asyncio.to_thread(encode_output, raw, fmt, quality)
-            key = f"jobs/{job.id}/{i}.{img.extension}"
-            await asyncio.to_thread(ctx.storage.put, key, img.data, img.content_type)
-            outputs.append(
-                {
-                    "key": key,
-                    "content_type": img.content_type,
-                    "width": img.width,
-                    "height": img.height,
-                    "bytes": len(img.data),
-                }
-            )
+            outputs.append(await store_output(ctx, ref, fmt, quality, job.id, i))
     except ComfyUnavailable as e:
         await _drop_outputs(ctx, outputs)
         return await run.retry_or_fail(EngineUnavailable(f"fetching outputs failed: {e}"))
@@ -342,6 +331,31 @@ async def _run(run: _Attempt, t: Template, cancel: asyncio.Event) -> str:
         return await run.status() or CANCELLED
     await _notify(ctx, job.id, SUCCEEDED)
     return SUCCEEDED
+
+
+async def store_output(
+    ctx: WorkerContext, ref: OutputRef, fmt: OutputFormat, quality: int, job_id: str, i: int
+) -> dict[str, Any]:
+    """Output `i` of a job: fetched from ComfyUI, re-encoded and stored (the two in one trip to
+    a worker thread); its record on the job."""
+    raw = await ctx.comfy.view(ref)
+    img, key = await asyncio.to_thread(_encode_and_store, ctx, raw, fmt, quality, job_id, i)
+    return {
+        "key": key,
+        "content_type": img.content_type,
+        "width": img.width,
+        "height": img.height,
+        "bytes": len(img.data),
+    }
+
+
+def _encode_and_store(
+    ctx: WorkerContext, raw: bytes, fmt: OutputFormat, quality: int, job_id: str, i: int
+) -> tuple[EncodedImage, str]:
+    img = encode_output(raw, fmt, quality)
+    key = f"jobs/{job_id}/{i}.{img.extension}"
+    ctx.storage.put(key, img.data, img.content_type)
+    return img, key
 
 
 async def _drop_outputs(ctx: WorkerContext, outputs: list[dict[str, Any]]) -> None:
