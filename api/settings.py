@@ -294,6 +294,12 @@ class Settings(BaseSettings):
 
     def signing_secret(self) -> bytes:
         """The URL signing key; generated once into the home folder for local use."""
+        return self.url_signing_key
+
+    @cached_property
+    def url_signing_key(self) -> bytes:
+        """`signing_secret`, read once (every job view signs with it: a read of the file per
+        request cost more than the signing)."""
         if self.url_signing_secret:
             return self.url_signing_secret.encode()
         path = self.home / "url-signing.key"

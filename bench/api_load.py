@@ -1,14 +1,16 @@
 """Requests per second of one API process under `wrk`, as ratios to its own `/health`.
 
     .venv/bin/python bench/api_load.py [--db sqlite|postgres|both] [--seconds 10] [--conns 16]
-                                       [--rounds 3]
+                                       [--rounds 3] [--server auto|asyncio|both]
 
 For each database, starts one API process (uvicorn, one worker, no engine: jobs stay queued,
 as on an API-only process with its runner idle), creates a key and a job, then runs `wrk -t1`
 on loopback against `GET /health`, `GET /v1/jobs/{id}` and `POST /v1/upscale` (a 16x16 PNG),
 one after another, for `--rounds` rounds. Prints req/s, p50 and p99 latency, and each route's
 req/s as a fraction of `/health` measured in the same round (the round with the median
-fraction). Needs `wrk` (`apt-get install wrk`).
+fraction). `--server`: uvicorn's loop and HTTP parser as `stencil serve` runs them (`auto`:
+uvloop and httptools, which are installed), asyncio's own loop and h11 (`asyncio`), or both,
+one after the other. Needs `wrk` (`apt-get install wrk`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ def _wrk(url: str, seconds: int, conns: int, script: Path | None = None) -> dict
     }
 
 
-def bench(kind: str, seconds: int, conns: int, n_rounds: int) -> dict[str, dict[str, float]]:
+def bench(
+    kind: str, seconds: int, conns: int, n_rounds: int, server: str
+) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         db_url = _database(kind, tmp)
@@ -115,6 +119,9 @@ def bench(kind: str, seconds: int, conns: int, n_rounds: int) -> dict[str, dict[
                 sys.executable, "-m", "uvicorn", "--factory", "bench.api_load:make_app",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                 "--no-access-log",
+                # `auto`: what `stencil serve` runs (uvloop and httptools, installed);
+                # `asyncio`: asyncio's own loop and h11, for comparison.
+                *(["--loop", "asyncio", "--http", "h11"] if server == "asyncio" else []),
             ],
             cwd=ROOT,
             env=env,
@@ -179,19 +186,28 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="health, GET, POST this many times")
+    ap.add_argument(
+        "--server",
+        choices=["auto", "asyncio", "both"],
+        default="auto",
+        help="uvicorn's loop and parser: as installed (uvloop, httptools), or asyncio's and h11",
+    )
     a = ap.parse_args()
     kinds = ["sqlite", "postgres"] if a.db == "both" else [a.db]
+    servers = ["auto", "asyncio"] if a.server == "both" else [a.server]
     for kind in kinds:
-        res = bench(kind, a.seconds, a.conns, a.rounds)
-        print(
-            f"{kind}: wrk -t1 -c{a.conns} -d{a.seconds}s, one API process, "
-            f"median of {a.rounds} rounds"
-        )
-        for route, r in res.items():
+        for server in servers:
+            res = bench(kind, a.seconds, a.conns, a.rounds, server)
             print(
-                f"  {route:<18} {r['rps']:8.0f} req/s  ({r['ratio']:4.2f} of /health)  "
-                f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  non-2xx {r['errors']:.0f}"
+                f"{kind}, server {server}: wrk -t1 -c{a.conns} -d{a.seconds}s, one API process, "
+                f"median of {a.rounds} rounds"
             )
+            for route, r in res.items():
+                print(
+                    f"  {route:<18} {r['rps']:8.0f} req/s  ({r['ratio']:4.2f} of /health)  "
+                    f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+                    f"non-2xx {r['errors']:.0f}"
+                )
 
 
 if __name__ == "__main__":
