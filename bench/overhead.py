@@ -188,6 +188,9 @@ def serve_api(a: argparse.Namespace) -> None:
         print(json.dumps(ready), flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
+    # uvicorn raises the SIGTERM it caught again once it has stopped, to the handler it found:
+    # let that one return, so the steps' timings are printed.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     # As `stencil serve` runs it (uvicorn.run): uvicorn's own event loop (uvloop where it is
     # installed) and its own handling of SIGTERM.
     server.run(sockets=[sock])
