@@ -158,8 +158,12 @@ class Services:
             self.extra["comfy_supervisor"] = asyncio.create_task(proc.supervise())
             url = proc.base_url
         proc_ref = self.comfy_process
-        # A ComfyUI of ours is on this machine: its outputs are read from its folder.
-        comfy = ComfyClient(url, output_folder=proc_ref.output_folder if proc_ref else None)
+        # A ComfyUI of ours is on this machine: its inputs and outputs go through its folders.
+        comfy = ComfyClient(
+            url,
+            output_folder=proc_ref.output_folder if proc_ref else None,
+            input_folder=proc_ref.input_folder if proc_ref else None,
+        )
 
         async def on_engine_down() -> bool:
             if proc_ref is None:

@@ -347,6 +347,36 @@ def test_view_reads_a_local_servers_outputs_from_its_folder(tmp_path: Path) -> N
     assert [a["filename"] for a in asked] == ["secret.png", "gone.png", "a b.png"]
 
 
+def test_upload_writes_a_plain_name_into_a_local_servers_folder(tmp_path: Path) -> None:
+    """With the server's input folder, `upload_image` writes a plain file name there, whole
+    (no part file is left), and asks nothing over HTTP; a name with a folder in it, a hidden
+    one, and an upload that must not overwrite go to `POST /upload/image`."""
+    folder = tmp_path / "input"
+    posted: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posted.append(request.content)
+        return httpx.Response(200, json={"name": "x.png", "subfolder": "", "type": "input"})
+
+    async def go() -> list[str]:
+        async with client_for(handler, input_folder=folder) as client:
+            return [
+                await client.upload_image(b"PNG-1", "stencil_ab.png"),
+                await client.upload_image(b"PNG-2", "stencil_ab.png"),
+                await client.upload_image(b"PNG-3", "../x.png"),
+                await client.upload_image(b"PNG-4", ".hidden.png"),
+                await client.upload_image(b"PNG-5", "keep.png", overwrite=False),
+            ]
+
+    names = asyncio.run(go())
+    assert names == ["stencil_ab.png", "stencil_ab.png", "x.png", "x.png", "x.png"]
+    assert (folder / "stencil_ab.png").read_bytes() == b"PNG-2"
+    assert sorted(p.name for p in folder.iterdir()) == ["stencil_ab.png"]
+    assert [next(d for d in (b"PNG-3", b"PNG-4", b"PNG-5") if d in c) for c in posted] == [
+        b"PNG-3", b"PNG-4", b"PNG-5"
+    ]  # fmt: skip
+
+
 def test_view_and_upload() -> None:
     seen: dict[str, Any] = {}
 

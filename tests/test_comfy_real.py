@@ -291,6 +291,42 @@ def test_upload_image_round_trip(comfy_url: str) -> None:
     asyncio.run(go())
 
 
+def test_an_input_written_to_a_local_servers_folder_is_one_it_serves(
+    comfy_process: ComfyProcess, comfy_url: str
+) -> None:
+    """The engine's own client writes an input into its server's input folder (no
+    `POST /upload/image`); the server then has it, as after an upload: `/view` serves it and
+    LoadImage takes it in a prompt."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (30, 200, 30)).save(buf, format="PNG")
+    name = f"stencil_{uuid.uuid4().hex}.png"
+
+    async def go() -> tuple[bytes, list[str]]:
+        posted: list[str] = []
+        async with ComfyClient(comfy_url, input_folder=comfy_process.input_folder) as local:
+            local._http.event_hooks["request"].append(
+                lambda r: posted.append(r.url.path) if r.method == "POST" else None  # type: ignore[func-returns-value]
+            )
+            assert await local.upload_image(buf.getvalue(), name) == name
+            assert posted == []
+        async with ComfyClient(comfy_url) as client:
+            back = await client.view(OutputRef("", name, "", "input"))
+            graph = {
+                "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                "2": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "stencil_loaded"},
+                },
+            }
+            result = await client.run(graph, timeout=60)
+            refs = [r.filename for r in result.outputs]
+        return back, refs
+
+    back, refs = asyncio.run(go())
+    assert back == buf.getvalue()
+    assert len(refs) == 1
+
+
 def _kill(proc: ComfyProcess) -> None:
     pid = proc.pid
     assert pid is not None

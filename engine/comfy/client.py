@@ -28,6 +28,7 @@ import inspect
 import json
 import logging
 import mimetypes
+import os
 import re
 import time
 import uuid
@@ -69,6 +70,10 @@ PROGRESS_TYPES = frozenset(
 SUCCESS_TO_IDLE_S = 2.0
 # History/ executed entries that name files ComfyUI wrote.
 _FILE_KEYS = ("images", "gifs", "videos", "audio", "files")
+
+
+# A file name with no folder in it, not hidden: what the engine's inputs are called.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}")
 
 
 @dataclass(frozen=True)
@@ -397,8 +402,11 @@ class ComfyClient:
         websocket: bool = True,
         poll_interval: float = 0.25,
         output_folder: Path | None = None,
+        input_folder: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Its input folder, likewise: `upload_image` writes there instead of POSTing.
+        self.input_folder = input_folder.resolve() if input_folder is not None else None
         # The server's output folder when it runs on this machine (a `ComfyProcess` of ours):
         # `view` reads its outputs there instead of asking for them over HTTP.
         self.output_folder = output_folder.resolve() if output_folder is not None else None
@@ -530,6 +538,13 @@ class ComfyClient:
             raise ComfyUnavailable(f"GET /view answered HTTP {resp.status_code}")
         return resp.content
 
+    def _write_input(self, data: bytes, name: str) -> None:
+        assert self.input_folder is not None
+        self.input_folder.mkdir(parents=True, exist_ok=True)
+        part = self.input_folder / f".{name}.{uuid.uuid4().hex}.part"
+        part.write_bytes(data)
+        os.replace(part, self.input_folder / name)  # a reader sees the old file or the new
+
     def _read_output(self, ref: OutputRef) -> bytes | None:
         """The file inside the output folder, or None (elsewhere, or not there: `/view` then
         answers, as for a server on another machine)."""
@@ -543,7 +558,12 @@ class ComfyClient:
             return None
 
     async def upload_image(self, data: bytes, name: str, *, overwrite: bool = True) -> str:
-        """Upload into ComfyUI's input folder; returns the stored name (for LoadImage)."""
+        """Upload into ComfyUI's input folder; returns the stored name (for LoadImage). With
+        the server's input folder on this machine (`input_folder`), a plain file name is
+        written there (whole, then renamed into place) instead of `POST /upload/image`."""
+        if self.input_folder is not None and overwrite and _PLAIN_NAME.fullmatch(name):
+            await asyncio.to_thread(self._write_input, data, name)
+            return name
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         form = {"type": "input", "overwrite": "true" if overwrite else "false"}
         resp = await self._ok(

@@ -119,6 +119,12 @@ class ComfyProcess:
         return self._runtime
 
     @property
+    def input_folder(self) -> Path:
+        """Where this server reads its inputs (`--input-directory`, or ComfyUI's default beside
+        its code): on this machine, so its own client can write them there."""
+        return self.input_dir or self.comfyui_path / "input"
+
+    @property
     def output_folder(self) -> Path:
         """Where this server writes its outputs (`--output-directory`, or ComfyUI's default
         beside its code): on this machine, so its own client can read them from disk."""

@@ -225,9 +225,13 @@ class ModalWorker:
             elif self._deferred and not await self._enable_device():
                 log.error("the GPU could not be enabled in the snapshotted ComfyUI; cold-starting")
                 await self._cold_start()
-        # ComfyUI runs in this container: its outputs are read from its folder.
-        folder = self.process.output_folder if self.process is not None else None
-        comfy = ComfyClient(self.base_url, output_folder=folder)
+        # ComfyUI runs in this container: its inputs and outputs go through its folders.
+        proc = self.process
+        comfy = ComfyClient(
+            self.base_url,
+            output_folder=proc.output_folder if proc is not None else None,
+            input_folder=proc.input_folder if proc is not None else None,
+        )
         version: str | None = None
         try:
             stats = await comfy.system_stats()
