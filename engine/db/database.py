@@ -10,6 +10,7 @@ from collections import namedtuple
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -31,37 +32,35 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_INSERT_IGNORE: dict[tuple[str, str, frozenset[str]], OneRow] = {}
-
-
 def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
     """Insert a row unless it breaks a unique constraint; True if it was written."""
-    dialect = s.get_bind().dialect.name
-    table = cast(Table, model.__table__)
-    key = (dialect, table.name, frozenset(values))
-    stmt = _INSERT_IGNORE.get(key)
-    if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            base: Any = pg_insert(table)
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            base = sqlite_insert(table)
-        # ON CONFLICT DO NOTHING, not a caught IntegrityError: the caller's transaction (which
-        # may also move the job to its terminal state) must survive a duplicate. RETURNING
-        # tells whether a row was written (psycopg's rowcount is not reliable here). Built
-        # once per table and set of columns, on the table, as a `OneRow`: the ORM's insert
-        # path, and building and executing the statement through SQLAlchemy per call, cost
-        # more than the insert.
-        stmt = _INSERT_IGNORE[key] = OneRow(
-            base.values({k: bindparam(k) for k in values})
-            .on_conflict_do_nothing()
-            .returning(*sa_inspect(model).primary_key)
-        )
+    stmt = _insert_ignore_row(s.get_bind().dialect.name, model, frozenset(values))
     s.flush()  # pending changes first, as the ORM statement's autoflush would have sent them
     return stmt(s.connection(), values) is not None
+
+
+@cache
+def _insert_ignore_row(dialect: str, model: type[Base], keys: frozenset[str]) -> OneRow:
+    """`insert_ignore`'s statement, built once per table and set of columns, on the table, as
+    a `OneRow`: the ORM's insert path, and building and executing the statement through
+    SQLAlchemy per call, cost more than the insert. ON CONFLICT DO NOTHING, not a caught
+    IntegrityError: the caller's transaction (which may also move the job to its terminal
+    state) must survive a duplicate. RETURNING tells whether a row was written (psycopg's
+    rowcount is not reliable here)."""
+    table = cast(Table, model.__table__)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        base: Any = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        base = sqlite_insert(table)
+    return OneRow(
+        base.values({k: bindparam(k) for k in keys})
+        .on_conflict_do_nothing()
+        .returning(*sa_inspect(model).primary_key)
+    )
 
 
 def new_id(prefix: str) -> str:
@@ -348,7 +347,7 @@ class Database:
         if not lock.acquire(blocking=False):
             raise NoConnection("another writer of this process holds SQLite's write lock")
         try:
-            tx = _SqliteTx(self, self._inline_connection())
+            tx = PreparedTx(self._inline_connection())
             result = tx.run(steps)
         finally:
             lock.release()
@@ -548,50 +547,21 @@ class NoConnection(Exception):
 
 
 class PreparedTx:
-    """A transaction of prebuilt statements (`Database.prepared_transaction`)."""
+    """A transaction of prebuilt statements (`Database.prepared_transaction`): on the event
+    loop's own SQLite connection, each statement run at once on its sqlite3 handle (`OneRow`),
+    between a `BEGIN IMMEDIATE` that does not wait and a `COMMIT`."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, c: Connection) -> None:
+        self._c = c
         self.changes: list[Change] = []
 
     async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
         """Run a prebuilt statement; its one row (RETURNING, or a SELECT's), or None."""
-        raise NotImplementedError
+        return stmt(self._c, params)
 
     def record(self, change: Change) -> None:
         """Announce `change` once this transaction commits (as `events.record` for a session)."""
         self.changes.append(change)
-
-
-async def _pg_execute(db: Database, conn: Any, sql: str, args: dict[str, Any]) -> Any:
-    """Run `sql` on a psycopg async connection, told to the engine's statement listeners; the
-    cursor, to fetch from."""
-    cur = conn.cursor()
-    listeners = db.engine.dispatch.before_cursor_execute
-    if listeners:
-        listeners(None, cur, sql, args, None, False)
-    await cur.execute(sql, args)
-    return cur
-
-
-async def _pg_one(db: Database, conn: Any, stmt: OneRow, params: dict[str, Any]) -> Any:
-    """A prebuilt statement on a psycopg async connection, its values converted as
-    SQLAlchemy converts them; its one row, or None."""
-    cur = await _pg_execute(db, conn, stmt.pg_sql(db.engine.dialect), stmt.pg_args(params))
-    found = await cur.fetchone() if stmt.columns and cur.description is not None else None
-    return None if found is None else stmt.row(*found)
-
-
-class _SqliteTx(PreparedTx):
-    """On the event loop's own SQLite connection, each statement run at once on its sqlite3
-    handle (`OneRow`), between a `BEGIN IMMEDIATE` that does not wait and a `COMMIT`."""
-
-    def __init__(self, db: Database, c: Connection) -> None:
-        super().__init__(db)
-        self._c = c
-
-    async def one(self, stmt: OneRow, params: dict[str, Any]) -> Any:
-        return stmt(self._c, params)
 
     def run(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
         import sqlite3
@@ -619,6 +589,19 @@ class _SqliteTx(PreparedTx):
             self.changes.clear()
             raise
         return result
+
+
+async def _pg_one(db: Database, conn: Any, stmt: OneRow, params: dict[str, Any]) -> Any:
+    """A prebuilt statement on a psycopg async connection, told to the engine's statement
+    listeners, its values converted as SQLAlchemy converts them; its one row, or None."""
+    sql, args = stmt.pg_sql(db.engine.dialect), stmt.pg_args(params)
+    cur = conn.cursor()
+    listeners = db.engine.dispatch.before_cursor_execute
+    if listeners:
+        listeners(None, cur, sql, args, None, False)
+    await cur.execute(sql, args)
+    found = await cur.fetchone() if stmt.columns and cur.description is not None else None
+    return None if found is None else stmt.row(*found)
 
 
 _SQLITE_BUSY = 5  # sqlite3's SQLITE_BUSY: another connection holds the write lock

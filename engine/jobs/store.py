@@ -4,6 +4,7 @@ compare-and-set state machine. Terminal states never change, and reads never wri
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -110,16 +111,16 @@ def _values(job: Job) -> dict[str, Any]:
 # The submit's two statements, prebuilt, for both ways of running them (a session's
 # connection, a prepared transaction).
 _SUBMIT_LOCK_ROW = OneRow(_SUBMIT_LOCK)
-_INSERTS: dict[frozenset[str], OneRow] = {}
 
 
 def _insert_row(values: dict[str, Any]) -> OneRow:
     """The job `INSERT` of these columns (one per set of columns a submit gives)."""
-    keys = frozenset(values)
-    stmt = _INSERTS.get(keys)
-    if stmt is None:
-        stmt = _INSERTS[keys] = OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
-    return stmt
+    return _insert_of(frozenset(values))
+
+
+@cache
+def _insert_of(keys: frozenset[str]) -> OneRow:
+    return OneRow(insert(_JOBS).values({k: bindparam(k) for k in keys}))
 
 
 async def insert_job_prepared(tx: PreparedTx, values: dict[str, Any], quota: int) -> None:
@@ -133,7 +134,6 @@ async def insert_job_prepared(tx: PreparedTx, values: dict[str, Any], quota: int
 
 # PostgreSQL: the submit's whole transaction as one statement (`insert_job_at_once`), one
 # per set of columns and NOTIFY or not.
-_AT_ONCE: dict[tuple[frozenset[str], bool], OneRow] = {}
 _TENANT_COUNT = OneRow(
     select(_TENANTS.c.active_job_quota, _TENANTS.c.active_jobs).where(
         _TENANTS.c.id == bindparam("tenant_id")
@@ -142,13 +142,11 @@ _TENANT_COUNT = OneRow(
 _JOB_STORED = OneRow(select(_JOBS.c.id).where(_JOBS.c.id == bindparam("id")))
 
 
+@cache
 def _at_once(keys: frozenset[str], notify: bool) -> OneRow:
     """`WITH counted AS (UPDATE tenants ... WHERE under quota RETURNING), stored AS (INSERT
     INTO jobs SELECT ... WHERE EXISTS counted RETURNING) SELECT stored.id[, pg_notify(...)]
     FROM stored`: a row only if the job was stored."""
-    found = _AT_ONCE.get((keys, notify))
-    if found is not None:
-        return found
     t = _TENANTS.c
     counted = (
         update(_TENANTS)
@@ -178,8 +176,7 @@ def _at_once(keys: frozenset[str], notify: bool) -> OneRow:
     shown: list[Any] = [stored.c.id]
     if notify:
         shown.append(func.pg_notify(CHANNEL, bindparam("change", type_=String)).label("sent"))
-    row = _AT_ONCE[(keys, notify)] = OneRow(select(*shown).select_from(stored))
-    return row
+    return OneRow(select(*shown).select_from(stored))
 
 
 async def insert_job_at_once(db: Database, values: dict[str, Any], quota: int) -> None:
@@ -338,26 +335,23 @@ def _move(
     return True, job
 
 
-# The compare-and-set `UPDATE` of `_move`, prebuilt per set of columns it sets and number of
-# states it moves from (building and compiling it per call cost more than running it).
-_MOVES: dict[tuple[frozenset[str], int], OneRow] = {}
 _ENDED_ROW = OneRow(_ENDED)
 
 
+@cache
 def _move_row(keys: frozenset[str], n_from: int) -> OneRow:
-    found = _MOVES.get((keys, n_from))
-    if found is None:
-        found = _MOVES[(keys, n_from)] = OneRow(
-            update(_JOBS)
-            .where(
-                _JOBS.c.id == bindparam("job_id"),
-                # No expanding IN (`OneRow` takes none): one comparison per state.
-                or_(*(_JOBS.c.status == bindparam(f"from_{i}") for i in range(n_from))),
-            )
-            .values({"status": bindparam("to"), **{k: bindparam(f"v_{k}") for k in keys}})
-            .returning(_JOBS.c.tenant_id)
+    """The compare-and-set `UPDATE` of `_move`, prebuilt per set of columns it sets and number
+    of states it moves from (building and compiling it per call cost more than running it)."""
+    return OneRow(
+        update(_JOBS)
+        .where(
+            _JOBS.c.id == bindparam("job_id"),
+            # No expanding IN (`OneRow` takes none): one comparison per state.
+            or_(*(_JOBS.c.status == bindparam(f"from_{i}") for i in range(n_from))),
         )
-    return found
+        .values({"status": bindparam("to"), **{k: bindparam(f"v_{k}") for k in keys}})
+        .returning(_JOBS.c.tenant_id)
+    )
 
 
 def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
