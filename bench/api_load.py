@@ -4,13 +4,13 @@
                                        [--rounds 3] [--server auto|asyncio|both]
 
 For each database, starts one API process (uvicorn, one worker, no engine: jobs stay queued,
-as on an API-only process with its runner idle), creates a key and a job, then runs `wrk -t1`
-on loopback against `GET /health`, `GET /v1/jobs/{id}` and `POST /v1/upscale` (a 16x16 PNG),
-one after another, for `--rounds` rounds. Prints req/s, p50 and p99 latency, and each route's
-req/s as a fraction of `/health` measured in the same round (the round with the median
-fraction). `--server`: uvicorn's loop and HTTP parser as `stencil serve` runs them (`auto`:
-uvloop and httptools, which are installed), asyncio's own loop and h11 (`asyncio`), or both,
-one after the other. Needs `wrk` (`apt-get install wrk`).
+as on an API-only process with its runner idle), creates a key and 16 jobs, then runs
+`wrk -t1` on loopback against `GET /health`, `GET /v1/jobs/{id}` (the 16 jobs in turn) and
+`POST /v1/upscale` (a 16x16 PNG), one after another, for `--rounds` rounds. Prints req/s,
+p50 and p99 latency, and each route's req/s as a fraction of `/health` measured in the same
+round (the round with the median fraction). `--server`: uvicorn's loop and HTTP parser as
+`stencil serve` runs them (`auto`: uvloop and httptools, which are installed), asyncio's own
+loop and h11 (`asyncio`), or both, one after the other. Needs `wrk` (`apt-get install wrk`).
 """
 
 from __future__ import annotations
@@ -147,9 +147,22 @@ def bench(
             db.dispose()
             h = {"Authorization": f"Bearer {token}"}
             image = _png()
-            job = httpx.post(f"{base}/v1/upscale", json={"image": image}, headers=h).json()
+            # The GET reads 16 jobs in turn, as 16 clients following their own jobs would (one
+            # job read over and over would let concurrent reads share a row).
+            jobs = [
+                httpx.post(f"{base}/v1/upscale", json={"image": image}, headers=h).json()["id"]
+                for _ in range(16)
+            ]
             get_lua = tmp / "get.lua"
-            get_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+            get_lua.write_text(
+                f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+                "local paths = {" + ", ".join(f'"/v1/jobs/{j}"' for j in jobs) + "}\n"
+                "local i = 0\n"
+                "request = function()\n"
+                "  i = i % #paths + 1\n"
+                "  return wrk.format(nil, paths[i])\n"
+                "end\n"
+            )
             post_lua = tmp / "post.lua"
             post_lua.write_text(
                 'wrk.method = "POST"\n'
@@ -161,9 +174,7 @@ def bench(
             for _ in range(n_rounds):
                 r = {
                     "GET /health": _wrk(f"{base}/health", seconds, conns),
-                    "GET /v1/jobs/{id}": _wrk(
-                        f"{base}/v1/jobs/{job['id']}", seconds, conns, get_lua
-                    ),
+                    "GET /v1/jobs/{id}": _wrk(f"{base}/v1/jobs/{jobs[0]}", seconds, conns, get_lua),
                     "POST /v1/upscale": _wrk(f"{base}/v1/upscale", seconds, conns, post_lua),
                 }
                 for route in r:

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/pg_fetch.py [--seconds 2] [--rounds 3]
 
-On one event loop, 16 tasks read the same job (the `GET /v1/jobs/{id}` statement) as fast as
-they can, for `--seconds`, by each way in turn, `--rounds` times:
+On one event loop, 16 tasks each read their own job (the `GET /v1/jobs/{id}` statement) as
+fast as they can, for `--seconds`, by each way in turn, `--rounds` times:
 
 - `thread`: what the engine does (`Database.fetch`): the blocking driver on a worker thread,
   on a connection the thread keeps;
@@ -11,7 +11,11 @@ they can, for `--seconds`, by each way in turn, `--rounds` times:
   psycopg's async connection; needs `greenlet` (`pip install greenlet==3.5.6`, not a project
   dependency: the way is skipped without it);
 - `psycopg-async`: psycopg's own `AsyncConnection`, one per reader, the statement compiled
-  once by SQLAlchemy.
+  once by SQLAlchemy;
+- `engine-one`: `Database.one`, that way from a `psycopg_pool` pool, with the engine's
+  statement listeners and retry;
+- `engine-shared`: `read_view` as the API calls it (`Database.shared`): the same, with the
+  reads that arrive while two statements run answered together by the next one.
 
 Prints reads per second and the process CPU per read. Needs the PostgreSQL server at
 `127.0.0.1:5432` (a scratch database is created).
@@ -35,18 +39,18 @@ sys.path.insert(0, str(ROOT))
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
-async def _measure(fn: Callable[[], Awaitable[Any]], seconds: float) -> tuple[float, float]:
+async def _measure(fn: Callable[[int], Awaitable[Any]], seconds: float) -> tuple[float, float]:
     n = 0
     t0 = time.perf_counter()
     cpu0 = time.process_time()
 
-    async def reader() -> None:
+    async def reader(i: int) -> None:
         nonlocal n
         while time.perf_counter() - t0 < seconds:
-            await fn()
+            await fn(i)
             n += 1
 
-    await asyncio.gather(*(reader() for _ in range(16)))
+    await asyncio.gather(*(reader(i) for i in range(16)))
     return n / (time.perf_counter() - t0), (time.process_time() - cpu0) / n
 
 
@@ -56,7 +60,7 @@ async def main(seconds: float, rounds: int) -> None:
 
     from engine.db.database import Database, utcnow
     from engine.db.tables import Job
-    from engine.jobs.store import _VIEW, _VIEW_ROW
+    from engine.jobs.store import _VIEW, _VIEW_ROW, read_view
     from engine.tenants.keys import create_key
 
     name = f"stencil_bench_{uuid.uuid4().hex[:8]}"
@@ -68,19 +72,20 @@ async def main(seconds: float, rounds: int) -> None:
     db.migrate()
     with db.session() as s:
         tenant = create_key(s, "bench")[1].tenant_id
-        s.add(
-            Job(
-                id="job_bench", tenant_id=tenant, template="txt2img", template_version="1.0.0",
-                status="queued", params={"prompt": "x"}, inputs={}, graph={}, graph_hash="h",
-                progress=0.0, outputs=[], attempts=0, cancel_requested=False, metering={},
-                created_at=utcnow(),
-            )
-        )  # fmt: skip
-    params = {"job_id": "job_bench", "tenant_id": tenant}
-    ways: dict[str, Callable[[], Awaitable[Any]]] = {}
+        for i in range(16):
+            s.add(
+                Job(
+                    id=f"job_bench{i}", tenant_id=tenant, template="txt2img",
+                    template_version="1.0.0", status="queued", params={"prompt": "x"},
+                    inputs={}, graph={}, graph_hash="h", progress=0.0, outputs=[], attempts=0,
+                    cancel_requested=False, metering={}, created_at=utcnow(),
+                )
+            )  # fmt: skip
+    params = [{"job_id": f"job_bench{i}", "tenant_id": tenant} for i in range(16)]
+    ways: dict[str, Callable[[int], Awaitable[Any]]] = {}
 
-    async def thread() -> Any:
-        return await db.fetch(_VIEW_ROW, params)
+    async def thread(i: int) -> Any:
+        return await db.fetch(_VIEW_ROW, params[i])
 
     ways["thread"] = thread
     try:
@@ -91,9 +96,9 @@ async def main(seconds: float, rounds: int) -> None:
             isolation_level="AUTOCOMMIT"
         )
 
-        async def sqlalchemy_async() -> Any:
+        async def sqlalchemy_async(i: int) -> Any:
             async with engine.connect() as c:
-                return await c.run_sync(_VIEW_ROW, params)
+                return await c.run_sync(_VIEW_ROW, params[i])
 
         ways["sqlalchemy-async"] = sqlalchemy_async
     except ImportError:
@@ -109,18 +114,28 @@ async def main(seconds: float, rounds: int) -> None:
             )
         )
 
-    async def psycopg_async() -> Any:
+    async def psycopg_async(i: int) -> Any:
         c = await free.get()
         try:
-            cur = await c.execute(sql, params)
+            cur = await c.execute(sql, params[i])
             return await cur.fetchone()
         finally:
             free.put_nowait(c)
 
     ways["psycopg-async"] = psycopg_async
-    expected = tuple(await thread())
-    for way, fn in ways.items():
-        assert tuple(await fn()) == expected, way  # the same row, the same values
+
+    async def engine_one(i: int) -> Any:
+        return await db.one(_VIEW_ROW, params[i])
+
+    async def engine_shared(i: int) -> Any:
+        return await read_view(db, tenant, f"job_bench{i}")
+
+    ways["engine-one"] = engine_one
+    ways["engine-shared"] = engine_shared
+    for i in (0, 7):
+        expected = tuple(await thread(i))
+        for way, fn in ways.items():
+            assert tuple(await fn(i)) == expected, way  # the same row, the same values
     results: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
     for _ in range(rounds):
         for way, fn in ways.items():
@@ -132,7 +147,7 @@ async def main(seconds: float, rounds: int) -> None:
         cpu = sorted(c for _, c in rs)[rounds // 2]
         ratio = rate / base
         print(f"  {way:<16} {rate:6.0f} reads/s ({ratio:4.2f}x)  CPU {cpu * 1e6:4.0f} us/read")
-    db.dispose()
+    await db.aclose()
 
 
 if __name__ == "__main__":

@@ -548,6 +548,98 @@ def test_the_one_row_read_gives_what_sqlalchemy_gives_and_is_counted(
     assert seen == ["SELECT"]
 
 
+def test_concurrent_job_reads_share_statements_and_stay_within_their_tenant(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """`read_view` (the GET, the long poll, the event stream): on PostgreSQL, reads that come
+    while two statements run are answered by one more statement, each reader its own job,
+    once, with another tenant's job a 404 as when read alone. A failed or cancelled read
+    leaves the rest standing. On SQLite every read is its own statement."""
+    import asyncio
+
+    from engine.db.database import _AsyncReads
+    from engine.errors import NotFound
+    from engine.jobs.store import read_view
+
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    acme, other = new_key("acme"), new_key("other")
+    mine = []
+    for i in range(6):
+        mine.append(api.post("/v1/txt2img", json=TXT, headers=acme).json()["id"])
+        if i < 3:  # within the active-job quota
+            api.delete(f"/v1/jobs/{mine[-1]}", headers=acme)
+    theirs = api.post("/v1/txt2img", json=TXT, headers=other).json()["id"]
+    tenant_of = dict(
+        db.call_fetch(lambda c: list(c.execute(text("SELECT id, tenant_id FROM jobs"))))
+    )
+    acme_tenant = tenant_of[mine[0]]
+    # Each of acme's jobs twice, another tenant's job, and a missing one: 15 readers at once.
+    asks = [*mine, *mine, theirs, "job_missing", mine[1]]
+
+    async def read(job_id: str) -> Any:
+        try:
+            return await read_view(reader, acme_tenant, job_id)
+        except NotFound:
+            return None
+
+    async def run() -> tuple[list[Any], list[str]]:
+        with count_statements(reader, whole=True) as seen:
+            got = await asyncio.gather(*(read(j) for j in asks))
+        return got, seen
+
+    reader = Database(db.url)
+    try:
+        got, seen = asyncio.run(run())
+    finally:
+        asyncio.run(reader.aclose())
+    assert [None if g is None else g.id for g in got] == [
+        *mine, *mine, None, None, mine[1]
+    ]  # fmt: skip
+    assert [g.status for g in got[:6]] == ["cancelled"] * 3 + ["queued"] * 3
+    if db.is_sqlite:
+        assert len(seen) == len(asks)
+        return
+    # Two reads run alone; the other 13 wait and share the third statement, which asks for
+    # each of their 7 jobs once (their ids in one array).
+    assert len(seen) == 3, seen
+    assert sum("= any(" in q for q in seen) == 1
+
+    # A statement that fails fails each reader waiting on it, and nothing else; a reader
+    # that gives up does not take the others' answers with it.
+    async def faults() -> tuple[list[Any], Any]:
+        real = _AsyncReads.all
+        calls = 0
+
+        async def failing_once(self: _AsyncReads, stmt: Any, params: dict[str, Any]) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("injected")
+            return await real(self, stmt, params)
+
+        _AsyncReads.all = failing_once  # type: ignore[method-assign]
+        try:
+            first = await asyncio.gather(*(read(j) for j in mine), return_exceptions=True)
+            tasks = [asyncio.create_task(read(j)) for j in mine]
+            await asyncio.sleep(0)
+            tasks[3].cancel()
+            second = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            _AsyncReads.all = real  # type: ignore[method-assign]
+        return first, second
+
+    reader = Database(db.url)
+    try:
+        first, second = asyncio.run(faults())
+    finally:
+        asyncio.run(reader.aclose())
+    assert [getattr(r, "id", None) for r in first[:2]] == mine[:2]
+    assert all(isinstance(r, RuntimeError) for r in first[2:])
+    assert isinstance(second[3], asyncio.CancelledError)
+    answered = [r.id for i, r in enumerate(second) if i != 3]
+    assert answered == [j for i, j in enumerate(mine) if i != 3]
+
+
 def test_a_short_write_runs_on_the_loop_unless_another_writer_holds_sqlite(tmp_path: Path) -> None:
     """`Database.write` on SQLite: inline on the event loop when the write lock is free at
     once; on a worker thread, waiting its turn there, when this process's writer or another

@@ -170,6 +170,37 @@ class OneRow:
         return self.row(*(f(v) if f is not None else v for f, v in zip(procs, found, strict=True)))
 
 
+class SharedRead:
+    """A read of one row by a key (the job view by id) that concurrent readers on one event
+    loop share on PostgreSQL (`Database.shared`).
+
+    `one` reads the row of one key (bound as `key`); `many` reads the rows of several (bound
+    as `keys`, a list) and returns each with its key in column `column`. A read that finds
+    `_AsyncReads.SHARED_IN_FLIGHT` statements of this kind already running does not send its
+    own: it waits, and the next statement (started as one of those ends) reads every key
+    waiting by then, once each. Under load one statement answers many requests, which is what
+    makes a read of PostgreSQL cost about what a read of the embedded SQLite does
+    (`bench/pg_fetch.py`); a lone read runs at once, as `Database.one` would. A reader that
+    waits only takes a statement that began after it asked, so it sees every commit made
+    before it asked.
+    """
+
+    def __init__(self, one: OneRow, many: OneRow, *, key: str, keys: str, column: str) -> None:
+        self.one, self.many = one, many
+        self.key, self.keys, self.column = key, keys, column
+
+
+class _Waiting:
+    """The shared reads of one `SharedRead` on one event loop: how many statements run, and
+    the readers waiting for the next, by key."""
+
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting: dict[Any, list[asyncio.Future[Any]]] = {}
+
+
 class Database:
     """An engine plus a session factory, for SQLite (embedded) or PostgreSQL.
 
@@ -331,6 +362,13 @@ class Database:
         if self.is_sqlite:
             return self.call_fetch(row, params)
         return await self._async_pg().one(row, params)
+
+    async def shared(self, read: SharedRead, key: Any) -> Any:
+        """`read.one`'s row for `key` (or None), as `one` reads it; on PostgreSQL concurrent
+        readers share statements (`SharedRead`)."""
+        if self.is_sqlite:
+            return self.call_fetch(read.one, {read.key: key})
+        return await self._async_pg().shared(read, key)
 
     async def prepared_transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
         """SQLite: `steps(tx)` in one transaction of prebuilt statements (`PreparedTx.one`),
@@ -502,6 +540,8 @@ class _AsyncReads:
         )
         self._opened = False
         self._opening = asyncio.Lock()
+        self._shared: dict[SharedRead, _Waiting] = {}
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def one(self, row: OneRow, params: dict[str, Any], *, write: bool = False) -> Any:
         import psycopg
@@ -522,6 +562,90 @@ class _AsyncReads:
             except psycopg.OperationalError as e:
                 await self.pool.check()
                 if attempt == 1 and not write:
+                    continue
+                raise DBAPIError.instance(
+                    sql, params, e, psycopg.Error, connection_invalidated=True
+                ) from e
+            except psycopg.Error as e:
+                raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
+        raise AssertionError("unreachable")
+
+    # Statements of one `SharedRead` running at once on this loop: enough to keep the server
+    # busy while this process reads the last answer, few enough that readers under load
+    # share them (1, 2 and 4 were measured: `bench/RESULTS.md`).
+    SHARED_IN_FLIGHT = 2
+
+    async def shared(self, read: SharedRead, key: Any) -> Any:
+        w = self._shared.get(read)
+        if w is None:
+            w = self._shared[read] = _Waiting()
+        if w.running < self.SHARED_IN_FLIGHT:
+            w.running += 1
+            try:
+                return await self.one(read.one, {read.key: key})
+            finally:
+                w.running -= 1
+                if w.waiting:
+                    self._next_batch(read, w)
+        found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        w.waiting.setdefault(key, []).append(found)
+        return await found
+
+    def _next_batch(self, read: SharedRead, w: _Waiting) -> None:
+        batch, w.waiting = w.waiting, {}
+        w.running += 1
+        task = asyncio.get_running_loop().create_task(self._read_batch(read, w, batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _read_batch(
+        self, read: SharedRead, w: _Waiting, batch: dict[Any, list[asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                (key,) = batch
+                rows = {key: await self.one(read.one, {read.key: key})}
+            else:
+                found = await self.all(read.many, {read.keys: list(batch)})
+                rows = {getattr(r, read.column): r for r in found}
+        except asyncio.CancelledError:
+            for readers in batch.values():
+                for f in readers:
+                    f.cancel()
+            raise
+        except Exception as e:
+            for readers in batch.values():
+                for f in readers:
+                    if not f.done():
+                        f.set_exception(e)
+        else:
+            for key, readers in batch.items():
+                row = rows.get(key)
+                for f in readers:
+                    if not f.done():
+                        f.set_result(row)
+        finally:
+            w.running -= 1
+            if w.waiting:
+                self._next_batch(read, w)
+
+    async def all(self, stmt: OneRow, params: dict[str, Any]) -> list[Any]:
+        """Every row of a prebuilt read, as `one` reads one (retried once after a dropped
+        connection; the thread way when no connection comes in time)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        await self._open()
+        sql = stmt.pg_sql(self.db.engine.dialect)
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
+                    return cast(list[Any], await _pg_one(self.db, conn, stmt, params, every=True))
+            except PoolTimeout:
+                return await self.db.fetch(_all_rows, stmt, params)
+            except psycopg.OperationalError as e:
+                await self.pool.check()
+                if attempt == 1:
                     continue
                 raise DBAPIError.instance(
                     sql, params, e, psycopg.Error, connection_invalidated=True
@@ -591,17 +715,27 @@ class PreparedTx:
         return result
 
 
-async def _pg_one(db: Database, conn: Any, stmt: OneRow, params: dict[str, Any]) -> Any:
+async def _pg_one(
+    db: Database, conn: Any, stmt: OneRow, params: dict[str, Any], *, every: bool = False
+) -> Any:
     """A prebuilt statement on a psycopg async connection, told to the engine's statement
-    listeners, its values converted as SQLAlchemy converts them; its one row, or None."""
+    listeners, its values converted as SQLAlchemy converts them; its one row, or None (with
+    `every`, the list of its rows)."""
     sql, args = stmt.pg_sql(db.engine.dialect), stmt.pg_args(params)
     cur = conn.cursor()
     listeners = db.engine.dispatch.before_cursor_execute
     if listeners:
         listeners(None, cur, sql, args, None, False)
     await cur.execute(sql, args)
+    if every:
+        return [stmt.row(*r) for r in await cur.fetchall()]
     found = await cur.fetchone() if stmt.columns and cur.description is not None else None
     return None if found is None else stmt.row(*found)
+
+
+def _all_rows(c: Connection, stmt: OneRow, params: dict[str, Any]) -> list[Any]:
+    """Every row of a prebuilt read, through SQLAlchemy (`_AsyncReads.all`'s thread way)."""
+    return [stmt.row(*r) for r in c.execute(stmt.stmt, stmt.args(params))]
 
 
 _SQLITE_BUSY = 5  # sqlite3's SQLITE_BUSY: another connection holds the write lock

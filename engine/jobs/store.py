@@ -20,11 +20,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import Database, OneRow, PreparedTx, utcnow
+from engine.db.database import Database, OneRow, PreparedTx, SharedRead, utcnow
 from engine.db.tables import (
     Job,
     Tenant,
@@ -258,13 +259,27 @@ _VIEW = select(*(c for c in _JOBS.c if c.name != "graph")).where(
     _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
 )
 _VIEW_ROW = OneRow(_VIEW)
+# The same columns by id alone, for one job and for several (`read_view`'s shared read).
+_VIEW_COLUMNS = [c for c in _JOBS.c if c.name != "graph"]
+_VIEW_BY_ID = SharedRead(
+    OneRow(select(*_VIEW_COLUMNS).where(_JOBS.c.id == bindparam("job_id"))),
+    OneRow(
+        select(*_VIEW_COLUMNS).where(
+            _JOBS.c.id == func.any(bindparam("job_ids", type_=ARRAY(String)))
+        )
+    ),
+    key="job_id",
+    keys="job_ids",
+    column="id",
+)
 
 
 async def read_view(db: Database, tenant_id: str, job_id: str) -> JobRow:
     """A job as the hot read paths show it (GET, `?wait=`, SSE): one statement, no ORM, no
-    rendered graph (`Database.one`: on PostgreSQL, no thread hop)."""
-    row: JobRow | None = await db.one(_VIEW_ROW, {"job_id": job_id, "tenant_id": tenant_id})
-    if row is None:
+    rendered graph, on PostgreSQL no thread hop and one statement for the concurrent reads
+    of many jobs (`Database.shared`). Another tenant's job is a missing one."""
+    row: JobRow | None = await db.shared(_VIEW_BY_ID, job_id)
+    if row is None or row.tenant_id != tenant_id:
         raise NotFound(f"No job {job_id}.")
     return row
 
