@@ -640,6 +640,52 @@ def test_concurrent_job_reads_share_statements_and_stay_within_their_tenant(
     assert answered == [j for i, j in enumerate(mine) if i != 3]
 
 
+def test_concurrent_admission_reads_share_statements_tenant_by_tenant(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """The submit's admission read (quota, kept count of active jobs, whether a budget is set)
+    shares statements as the job view's does: concurrent submits of several tenants, one of
+    them budgeted and one with a quota of its own, each get their own tenant's row, the same
+    row a lone read gives."""
+    import asyncio
+
+    from engine.db.database import utcnow
+    from engine.db.tables import Tenant, TenantBudget
+    from engine.jobs.lifecycle import _ADMISSION
+
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    names = ["plain", "budgeted", "quota"]
+    for n in names:
+        new_key(n)
+        api.post("/v1/txt2img", json=TXT, headers=new_key(n))
+    with db.session() as s:
+        ids = {t.name: t.id for t in s.query(Tenant)}
+        s.add(TenantBudget(tenant_id=ids["budgeted"], monthly_usd_micros=5, updated_at=utcnow()))
+        s.get(Tenant, ids["quota"]).active_job_quota = 9  # type: ignore[union-attr]
+    asks = [ids[n] for n in names * 4] + ["ten_missing"]
+
+    async def run() -> tuple[list[Any], list[Any], list[str]]:
+        reader = Database(db.url)
+        try:
+            alone = [await reader.shared(_ADMISSION, t) for t in asks]
+            with count_statements(reader) as seen:
+                together = await asyncio.gather(*(reader.shared(_ADMISSION, t) for t in asks))
+            return alone, list(together), seen
+        finally:
+            await reader.aclose()
+
+    alone, together, seen = asyncio.run(run())
+    assert [tuple(r) if r else None for r in together] == [tuple(r) if r else None for r in alone]
+    shown = {r.id: (r.active_job_quota, r.active_jobs, r.budgeted) for r in alone if r}
+    assert shown == {
+        ids["plain"]: (None, 1, False),
+        ids["budgeted"]: (None, 1, True),
+        ids["quota"]: (9, 1, False),
+    }
+    assert alone[-1] is None
+    assert len(seen) == (len(asks) if db.is_sqlite else 3)
+
+
 def test_a_short_write_runs_on_the_loop_unless_another_writer_holds_sqlite(tmp_path: Path) -> None:
     """`Database.write` on SQLite: inline on the event loop when the write lock is free at
     once; on a worker thread, waiting its turn there, when this process's writer or another

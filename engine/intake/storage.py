@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
+KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
 
 
 class StorageError(Exception):
@@ -28,7 +28,7 @@ def check_key(key: str) -> str:
         not key
         or key.startswith("/")
         or ".." in key.split("/")
-        or any(c not in KEY_CHARS for c in key)
+        or not KEY_CHARS.issuperset(key)
     ):
         raise StorageError(f"bad storage key {key!r}")
     return key

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, select
+from sqlalchemy import String, bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from engine.catalog.catalog import Catalog
-from engine.db.database import Database, OneRow, utcnow
+from engine.db.database import Database, OneRow, SharedRead, utcnow
 from engine.db.tables import Job, Tenant, TenantBudget
 from engine.errors import Unauthorized
 from engine.jobs.events import JOB
@@ -102,14 +103,25 @@ async def follow(
 
 # Built once: building the statement cost more than running it. Read as a `OneRow` (on
 # SQLite on the connection's own handle, on PostgreSQL on the event loop's async connection):
-# SQLAlchemy's execution around it cost more than the statement.
-_TENANT = bindparam("tenant_id", type_=String())
-_ADMISSION = OneRow(
-    select(
-        Tenant.active_job_quota,
-        Tenant.active_jobs,
-        exists().where(TenantBudget.tenant_id == _TENANT).label("budgeted"),
-    ).where(Tenant.id == _TENANT)
+# SQLAlchemy's execution around it cost more than the statement. On PostgreSQL the
+# admission reads of concurrent submits share statements (`SharedRead`), one tenant's
+# concurrent submits one row.
+_ADMISSION_COLUMNS = select(
+    Tenant.id,
+    Tenant.active_job_quota,
+    Tenant.active_jobs,
+    exists().where(TenantBudget.tenant_id == Tenant.id).label("budgeted"),
+)
+_ADMISSION = SharedRead(
+    OneRow(_ADMISSION_COLUMNS.where(Tenant.id == bindparam("tenant_id", type_=String()))),
+    OneRow(
+        _ADMISSION_COLUMNS.where(
+            Tenant.id == func.any(bindparam("tenant_ids", type_=ARRAY(String())))
+        )
+    ),
+    key="tenant_id",
+    keys="tenant_ids",
+    column="id",
 )
 
 
@@ -121,7 +133,7 @@ async def admit(db: Database, tenant_id: str, default_quota: int) -> None:
     from engine.billing.budgets import check_budget
     from engine.errors import QuotaExceeded
 
-    row = await db.one(_ADMISSION, {"tenant_id": tenant_id})
+    row = await db.shared(_ADMISSION, tenant_id)
     if row is None:
         return  # no such tenant: its key would not have resolved; the insert refuses it
     quota = row.active_job_quota if row.active_job_quota is not None else default_quota

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 
 
 @functools.lru_cache(maxsize=256)
@@ -57,7 +56,6 @@ class RateLimiter:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self.strategy = FixedWindowRateLimiter(storage)
 
     @classmethod
     def build(cls, redis_url: str = "") -> RateLimiter:
@@ -71,14 +69,19 @@ class RateLimiter:
         return cls(MemoryStorage())
 
     async def check(self, key_id: str, kind: str, limit: str) -> Verdict:
-        """Count one request against `limit` (e.g. `60/minute`)."""
+        """Count one request against `limit` (e.g. `60/minute`).
+
+        What `limits`' `FixedWindowRateLimiter.hit` then `get_window_stats` do, in two storage
+        calls instead of three, with the window's key built once: the count after this hit
+        tells both whether it is allowed and what remains (on Redis a round trip less)."""
         item = _parse(limit)
-        allowed = await self.strategy.hit(item, kind, key_id)
-        reset_at, remaining = await self.strategy.get_window_stats(item, kind, key_id)
+        key = item.key_for(kind, key_id)
+        count = await self.storage.incr(key, item.get_expiry(), amount=1)
+        reset_at = await self.storage.get_expiry(key)
         return Verdict(
-            allowed=allowed,
+            allowed=count <= item.amount,
             limit=item.amount,
-            remaining=max(0, remaining),
+            remaining=max(0, item.amount - count),
             reset_s=max(0, math.ceil(reset_at - time.time())),
             window_s=item.get_expiry(),
         )
