@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import io
 import logging
@@ -267,9 +268,14 @@ class ModalWorker:
         # Listen for changes (a cancel made through the API reaches the running job at once,
         # not at its next heartbeat).
         await db.events.start()
+        # What the container was built from lives as long as it does: out of the collector's
+        # full passes, which would otherwise stop the worker's loop for tens of milliseconds
+        # in the middle of a job (as `api.app` does for the API).
+        gc.freeze()
 
     async def close(self) -> None:
         """Stop ComfyUI and close connections (container exit)."""
+        gc.unfreeze()
         if self.ctx is not None:
             await self.ctx.db.events.stop()
             await self.ctx.comfy.aclose()
