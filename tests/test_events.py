@@ -292,6 +292,22 @@ def test_database_round_trips_of_the_hot_routes(
         assert write.startswith("WITH counted AS (UPDATE tenants SET"), write
         assert "stored AS (INSERT INTO jobs" in write and "pg_notify(" in write, write
 
+    # An event stream: one read of the job to start, one per change (here a cancel), none
+    # on a timer; its watch is gone once it ends.
+    queued = api.post("/v1/upscale", json=body, headers=h).json()
+    with count_statements(db, whole=True) as stream_sql:
+        th, out = _in_thread(lambda: read_stream(api, f"/v1/jobs/{queued['id']}/events", h))
+        deadline = time.monotonic() + 10
+        while queued["id"] not in db.events.watched_jobs() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the stream has read the job and waits
+        assert api.delete(f"/v1/jobs/{queued['id']}", headers=h).status_code == 200
+        th.join(10)
+    assert [name for name, _, _ in out[0]] == ["job.queued", "job.cancelled"]
+    views = [q for q in stream_sql if q.startswith("SELECT jobs.id, jobs.tenant_id, ")]
+    assert len([q for q in views if "jobs.graph," not in q]) == 2, stream_sql
+    assert queued["id"] not in db.events.watched_jobs()
+
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
     """A job's view without what is signed anew on every read."""

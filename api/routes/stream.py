@@ -14,6 +14,7 @@ job's `events_url` carries a short-lived signed `token` instead.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from api.openapi import problems
 from api.routes.jobs import JOB_404, job_view
 from engine.db.tables import Job
 from engine.errors import TooManyStreams
+from engine.jobs.events import JOB
 from engine.jobs.lifecycle import follow, verify_stream_token
 from engine.jobs.states import QUEUED, RUNNING, TERMINAL
 from engine.jobs.store import JobRow, read_view
@@ -143,18 +145,28 @@ async def stream_job_events(
     """Follow a job: its state changes and progress as Server-Sent Events, ending when it is
     done."""
 
-    first = await read_view(services.db, principal.tenant_id, job_id)  # a 404 is a problem
-    after = int(last_event_id) if last_event_id is not None else -1
-    if first.status in TERMINAL and after >= position(first):
-        return Response(status_code=204)  # type: ignore[return-value]
-    slots, key_id = services.streams, principal.key_id
-    if not slots.take(key_id):
-        raise TooManyStreams(
-            f"This API key already has {slots.per_key} event streams open; close one, or poll "
-            "GET /v1/jobs/{id}.",
-            extra={"limit": slots.per_key},
-            headers={"Retry-After": "5"},
-        )
+    # The watch before the read: a change made after the read wakes the stream's first wait,
+    # so one read starts the stream. It is held until the response ends, however it ends.
+    held = contextlib.ExitStack()
+    watch = held.enter_context(services.db.events.watch(JOB, job_id))
+    try:
+        first = await read_view(services.db, principal.tenant_id, job_id)  # a 404: a problem
+        after = int(last_event_id) if last_event_id is not None else -1
+        if first.status in TERMINAL and after >= position(first):
+            held.close()
+            return Response(status_code=204)  # type: ignore[return-value]
+        slots, key_id = services.streams, principal.key_id
+        if not slots.take(key_id):
+            raise TooManyStreams(
+                f"This API key already has {slots.per_key} event streams open; close one, or "
+                "poll GET /v1/jobs/{id}.",
+                extra={"limit": slots.per_key},
+                headers={"Retry-After": "5"},
+            )
+    except BaseException:
+        held.close()
+        raise
+    held.callback(slots.give, key_id)
     t = services.catalog.get(first.template, int(first.template_version.split(".")[0]))
     # A stream never outlives the job's own limits (plus a margin for the final write).
     limit_s = (t.limits.max_queue_seconds + t.limits.max_run_seconds if t else 900) + 60
@@ -165,7 +177,7 @@ async def stream_job_events(
         retry: int | None = RETRY_MS
         job: JobRow
         async for job in follow(
-            services.db, principal.tenant_id, job_id, first=first, limit_s=limit_s
+            services.db, principal.tenant_id, job_id, first=first, watch=watch, limit_s=limit_s
         ):
             pos = position(job)
             if pos <= last:
@@ -183,11 +195,12 @@ async def stream_job_events(
             )
             retry = None  # said once per connection
 
-    return _HeldStream(events(), ping=PING_S, release=lambda: slots.give(key_id))
+    return _HeldStream(events(), ping=PING_S, release=held.close)
 
 
 class _HeldStream(EventSourceResponse):
-    """An event stream that gives its slot back however it ends (done, disconnect, error)."""
+    """An event stream that gives its slot and its watch back however it ends (done,
+    disconnect, error)."""
 
     def __init__(self, *args: Any, release: Callable[[], None], **kw: Any) -> None:
         super().__init__(*args, **kw)

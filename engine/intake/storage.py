@@ -24,12 +24,7 @@ class StorageError(Exception):
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape the storage root."""
-    if (
-        not key
-        or key.startswith("/")
-        or ".." in key.split("/")
-        or not KEY_CHARS.issuperset(key)
-    ):
+    if not key or key.startswith("/") or ".." in key.split("/") or not KEY_CHARS.issuperset(key):
         raise StorageError(f"bad storage key {key!r}")
     return key
 

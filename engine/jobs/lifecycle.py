@@ -26,7 +26,7 @@ from engine.catalog.catalog import Catalog
 from engine.db.database import Database, OneRow, SharedRead, utcnow
 from engine.db.tables import Job, Tenant, TenantBudget
 from engine.errors import Unauthorized
-from engine.jobs.events import JOB
+from engine.jobs.events import JOB, Watch
 from engine.jobs.states import CANCELLED, QUEUED, RUNNING, TERMINAL
 from engine.jobs.store import (
     JobRow,
@@ -78,24 +78,24 @@ async def wait_terminal(db: Database, tenant_id: str, job_id: str, timeout_s: fl
 
 
 async def follow(
-    db: Database, tenant_id: str, job_id: str, *, first: JobRow, limit_s: float
+    db: Database, tenant_id: str, job_id: str, *, first: JobRow, watch: Watch, limit_s: float
 ) -> AsyncIterator[JobRow]:
-    """The job as it is now, then again after each change, until it is terminal (or
-    `limit_s` passes). One read per change, none per interval."""
+    """`first`, then the job again after each change, until it is terminal (or `limit_s`
+    passes). One read per change, none per interval. `watch` (the job's, from
+    `db.events.watch`) was made before `first` was read, so a change between that read and
+    this call is not lost: it wakes the first wait at once."""
     deadline = time.monotonic() + limit_s
-    with db.events.watch(JOB, job_id) as w:
-        # What changed between the caller's read and this watch is picked up by one more read.
-        job = await read_view(db, tenant_id, job_id) if first.status not in TERMINAL else first
-        while True:
-            yield job
-            if job.status in TERMINAL:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if await w.wait(min(left, 15.0)):
-                w.drain()
-                job = await read_view(db, tenant_id, job_id)
+    job = first
+    while True:
+        yield job
+        if job.status in TERMINAL:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if await watch.wait(min(left, 15.0)):
+            watch.drain()
+            job = await read_view(db, tenant_id, job_id)
 
 
 # ---- the customer's transitions ------------------------------------------------------------
