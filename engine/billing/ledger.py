@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy import Row, Table, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -57,7 +57,7 @@ def _ms(metering: Mapping[str, Any], key: str) -> int:
     return int(seconds(float(metering.get(key) or 0.0)) * 1000)
 
 
-def _rate(catalog: Catalog, job: Job, gpu_type: str | None) -> Rate:
+def _rate(catalog: Catalog, job: Job | Row[Any], gpu_type: str | None) -> Rate:
     t = catalog.get(job.template, int(job.template_version.split(".")[0]))
     if t is None:
         # The template left the catalog while the job ran: record the seconds, price nothing.
@@ -69,7 +69,7 @@ def _rate(catalog: Catalog, job: Job, gpu_type: str | None) -> Rate:
 
 def settle(
     s: Session,
-    job: Job,
+    job: Job | Row[Any],
     *,
     catalog: Catalog,
     attempt: int,

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from engine.db.cursors import decode_cursor, encode_cursor
 from engine.db.database import Database, OneRow, PreparedTx, SharedRead, utcnow
@@ -316,9 +317,9 @@ def transition(s: Session, job_id: str, from_states: Sequence[str], to: str, **v
     return _move(s, job_id, from_states, to, values)[0]
 
 
-def end_running(s: Session, job_id: str, to: str, **values: Any) -> Job | None:
-    """`transition` of a running job to the terminal state `to`; the job as it now is (read
-    once, for the caller to settle), or None if it was not running."""
+def end_running(s: Session, job_id: str, to: str, **values: Any) -> Job | JobRow | None:
+    """`transition` of a running job to the terminal state `to`; the job as it now is (for
+    the caller to settle), or None if it was not running."""
     assert to in TERMINAL
     moved, job = _move(s, job_id, [RUNNING], to, values)
     return job if moved else None
@@ -326,7 +327,7 @@ def end_running(s: Session, job_id: str, to: str, **values: Any) -> Job | None:
 
 def _move(
     s: Session, job_id: str, from_states: Sequence[str], to: str, values: dict[str, Any]
-) -> tuple[bool, Job | None]:
+) -> tuple[bool, Job | JobRow | None]:
     # A Core UPDATE on the table: the ORM's bulk-update path (which would also look for loaded
     # jobs to synchronise) cost more than the statement. A job loaded in `s` is refreshed by the
     # `populate_existing` read below where it matters. Pending changes go first, as the ORM
@@ -343,9 +344,14 @@ def _move(
     record(s, Change(JOB, job_id, to))
     if to not in TERMINAL:
         return True, None
-    _ENDED_ROW(c, {"tenant_id": moved[0]})
-    job = s.get(Job, job_id, populate_existing=True)
-    if job is not None and job.webhook_url:
+    _ENDED_ROW(c, {"tenant_id": moved.tenant_id})
+    # The job as it now is: the row the UPDATE returned (every column but the rendered graph,
+    # which loading the ORM object would have decoded), or, when this session holds the job,
+    # that object refreshed, so that what the caller holds shows the move.
+    job: Job | JobRow = moved
+    if identity_key(Job, job_id) in s.identity_map:
+        job = s.get(Job, job_id, populate_existing=True) or moved
+    if job.webhook_url:
         s.add(terminal_event(job))
     return True, job
 
@@ -365,7 +371,7 @@ def _move_row(keys: frozenset[str], n_from: int) -> OneRow:
             or_(*(_JOBS.c.status == bindparam(f"from_{i}") for i in range(n_from))),
         )
         .values({"status": bindparam("to"), **{k: bindparam(f"v_{k}") for k in keys}})
-        .returning(_JOBS.c.tenant_id)
+        .returning(*_VIEW_COLUMNS)
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from engine.db.database import new_id, utcnow
 from engine.db.tables import (
     Job,
@@ -15,7 +17,7 @@ from engine.db.tables import (
 )
 
 
-def job_event_payload(job: Job, now: datetime) -> dict[str, Any]:
+def job_event_payload(job: Job | Row[Any], now: datetime) -> dict[str, Any]:
     """The Standard Webhooks body of a job's terminal event (no URLs: they would expire)."""
     return {
         "type": f"job.{job.status}",
@@ -43,7 +45,7 @@ def job_event_payload(job: Job, now: datetime) -> dict[str, Any]:
     }
 
 
-def terminal_event(job: Job) -> WebhookEvent:
+def terminal_event(job: Job | Row[Any]) -> WebhookEvent:
     """The outbox row announcing a job's terminal state (the dispatcher sets its deadline)."""
     now = utcnow()
     return WebhookEvent(
