@@ -598,16 +598,20 @@ def test_concurrent_job_reads_share_statements_and_stay_within_their_tenant(
         except NotFound:
             return None
 
+    async def closing(work: Callable[[], Any]) -> Any:
+        # The reader's async connections belong to this loop: closed in it.
+        try:
+            return await work()
+        finally:
+            await reader.aclose()
+
     async def run() -> tuple[list[Any], list[str]]:
         with count_statements(reader, whole=True) as seen:
             got = await asyncio.gather(*(read(j) for j in asks))
         return got, seen
 
     reader = Database(db.url)
-    try:
-        got, seen = asyncio.run(run())
-    finally:
-        asyncio.run(reader.aclose())
+    got, seen = asyncio.run(closing(run))
     assert [None if g is None else g.id for g in got] == [
         *mine, *mine, None, None, mine[1]
     ]  # fmt: skip
@@ -645,10 +649,7 @@ def test_concurrent_job_reads_share_statements_and_stay_within_their_tenant(
         return first, second
 
     reader = Database(db.url)
-    try:
-        first, second = asyncio.run(faults())
-    finally:
-        asyncio.run(reader.aclose())
+    first, second = asyncio.run(closing(faults))
     assert [getattr(r, "id", None) for r in first[:2]] == mine[:2]
     assert all(isinstance(r, RuntimeError) for r in first[2:])
     assert isinstance(second[3], asyncio.CancelledError)
