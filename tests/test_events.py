@@ -811,7 +811,7 @@ def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) 
     real = dbmod._pg_one
     sent: list[str] = []
 
-    async def faulty(db_: Database, conn: Any, stmt: Any, params: dict[str, Any]) -> Any:
+    async def faulty(db_: Database, conn: Any, stmt: Any, params: dict[str, Any], **kw: Any) -> Any:
         sql = stmt.pg_sql(db_.engine.dialect)
         kind = "submit" if sql.startswith("WITH counted") else "check" if "jobs.id" in sql else ""
         sent.append(kind)
@@ -825,7 +825,7 @@ def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) 
             async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as c:
                 await real(db_, c, submit, submit_params)  # the copy commits now
             return found
-        return await real(db_, conn, stmt, params)
+        return await real(db_, conn, stmt, params, **kw)
 
     submit: Any = None
     submit_params: dict[str, Any] = {}

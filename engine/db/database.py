@@ -543,7 +543,10 @@ class _AsyncReads:
         self._shared: dict[SharedRead, _Waiting] = {}
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def one(self, row: OneRow, params: dict[str, Any], *, write: bool = False) -> Any:
+    async def one(
+        self, row: OneRow, params: dict[str, Any], *, write: bool = False, every: bool = False
+    ) -> Any:
+        """`row`'s one row (or None), or with `every` the list of its rows."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
@@ -552,12 +555,14 @@ class _AsyncReads:
         for attempt in (1, 2):
             try:
                 async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
-                    return await _pg_one(self.db, conn, row, params)
+                    return await _pg_one(self.db, conn, row, params, every=every)
             except PoolTimeout:
                 if write:
                     raise NoConnection("no PostgreSQL connection came in time") from None
                 # No connection to be had (every one busy, or the server refusing new ones):
                 # the thread way, whose own pool and errors are SQLAlchemy's.
+                if every:
+                    return await self.db.fetch(_all_rows, row, params)
                 return await self.db.fetch(row, params)
             except psycopg.OperationalError as e:
                 await self.pool.check()
@@ -630,29 +635,8 @@ class _AsyncReads:
                 self._next_batch(read, w)
 
     async def all(self, stmt: OneRow, params: dict[str, Any]) -> list[Any]:
-        """Every row of a prebuilt read, as `one` reads one (retried once after a dropped
-        connection; the thread way when no connection comes in time)."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        await self._open()
-        sql = stmt.pg_sql(self.db.engine.dialect)
-        for attempt in (1, 2):
-            try:
-                async with self.pool.connection(timeout=self.CONNECTION_WAIT_S) as conn:
-                    return cast(list[Any], await _pg_one(self.db, conn, stmt, params, every=True))
-            except PoolTimeout:
-                return await self.db.fetch(_all_rows, stmt, params)
-            except psycopg.OperationalError as e:
-                await self.pool.check()
-                if attempt == 1:
-                    continue
-                raise DBAPIError.instance(
-                    sql, params, e, psycopg.Error, connection_invalidated=True
-                ) from e
-            except psycopg.Error as e:
-                raise DBAPIError.instance(sql, params, e, psycopg.Error) from e
-        raise AssertionError("unreachable")
+        """Every row of a prebuilt read, as `one` reads one."""
+        return cast(list[Any], await self.one(stmt, params, every=True))
 
     async def _open(self) -> None:
         if not self._opened:
