@@ -256,12 +256,12 @@ def get_job(s: Session, tenant_id: str, job_id: str) -> Job:
 # A job as the API shows it: a plain row of every column but the rendered graph (the largest
 # value, read only by workers). Attribute access matches `Job`'s.
 JobRow = Row[Any]
-_VIEW = select(*(c for c in _JOBS.c if c.name != "graph")).where(
+_VIEW_COLUMNS = [c for c in _JOBS.c if c.name != "graph"]
+_VIEW = select(*_VIEW_COLUMNS).where(
     _JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id")
 )
 _VIEW_ROW = OneRow(_VIEW)
 # The same columns by id alone, for one job and for several (`read_view`'s shared read).
-_VIEW_COLUMNS = [c for c in _JOBS.c if c.name != "graph"]
 _VIEW_BY_ID = SharedRead(
     OneRow(select(*_VIEW_COLUMNS).where(_JOBS.c.id == bindparam("job_id"))),
     OneRow(
