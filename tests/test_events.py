@@ -309,6 +309,105 @@ def test_database_round_trips_of_the_hot_routes(
     assert queued["id"] not in db.events.watched_jobs()
 
 
+def test_a_claim_takes_the_job_from_its_own_update_and_progress_is_one_statement(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """The worker's claim: the oldest queued job's id, then the compare-and-set `UPDATE`, whose
+    `RETURNING` is the whole job (rendered graph included), equal to what the store holds; no
+    read of the job after it. A progress write is one `UPDATE`, and none lands once the job has
+    left `running`."""
+    from sqlalchemy import inspect as sa_inspect
+
+    from engine.db.tables import Job
+    from engine.jobs import lifecycle
+    from tests.test_api import data_url, png
+
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    h = new_key("acme")
+    job_id = api.post(
+        "/v1/upscale", json={"image": data_url(png(32, 32)), "scale": 2}, headers=h
+    ).json()["id"]
+    with db.session() as s:
+        queued = s.get(Job, job_id)
+        assert queued is not None
+        runner = queued.runner or "local"
+    with count_statements(db, whole=True) as claim_sql, db.session() as s:
+        claimed = lifecycle.claim(s, "w1", runner)
+    # On PostgreSQL the change goes out with the commit (`pg_notify`), as for every write.
+    notified = [q for q in claim_sql if q.startswith("SELECT pg_notify(")]
+    assert len(notified) == (0 if db.is_sqlite else 1), claim_sql
+    verbs = [q.split()[0] for q in claim_sql if q not in notified]
+    assert verbs == ["BEGIN", "SELECT", "UPDATE"], claim_sql
+    assert claimed is not None and claimed.id == job_id
+    assert sa_inspect(claimed).transient  # built from the row, held by no session
+    with db.session() as s:
+        stored = s.get(Job, job_id)
+        assert stored is not None
+        for col in Job.__table__.columns:
+            assert getattr(claimed, col.key) == getattr(stored, col.key), col.key
+    assert claimed.status == "running" and claimed.attempts == 1 and claimed.graph
+
+    with count_statements(db, whole=True) as progress_sql, db.session() as s:
+        assert lifecycle.set_running(s, job_id, progress=0.5)
+    writes = [q.split()[0] for q in progress_sql if not q.startswith("SELECT pg_notify(")]
+    assert writes == ["BEGIN", "UPDATE"], progress_sql
+    assert api.delete(f"/v1/jobs/{job_id}", headers=h).status_code == 200
+    with db.session() as s:
+        assert not lifecycle.set_running(s, job_id, progress=0.75)
+    with db.session() as s:
+        ended = s.get(Job, job_id)
+        assert ended is not None and ended.status == "cancelled" and ended.progress == 0.5
+
+
+def test_json_columns_keep_every_value_both_ways_of_reading(
+    api: TestClient, new_key: Callable[[str], Headers]
+) -> None:
+    """JSON columns are written and read by pydantic-core: what is stored reads back equal
+    through the ORM, through SQLAlchemy Core and through the hot reads' own way (`read_view`),
+    text beyond ASCII, integers past 64 bits and floats included, and as `json` would write it
+    (the text parses to the same value)."""
+    import asyncio
+
+    from sqlalchemy import select, update
+
+    from engine.db.tables import Job
+    from engine.jobs.store import read_view
+    from tests.test_api import data_url, png
+
+    db: Database = api.app.state.services.db  # type: ignore[attr-defined]
+    h = new_key("acme")
+    job = api.post("/v1/upscale", json={"image": data_url(png(32, 32)), "scale": 2}, headers=h)
+    job_id = job.json()["id"]
+    value = {
+        "text": 'caf\u00e9 \u2603 \U0001f600 "quoted" \\ /',
+        "big": 2**70,
+        "negative": -(2**63) - 1,
+        "float": 0.1,
+        "tiny": 5e-324,
+        "huge": 1e300,
+        "nested": [1, {"a": None, "b": [True, False]}, []],
+        "empty": {},
+    }
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(metering=value))
+        tenant_id = s.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    with db.session() as s:
+        assert s.get(Job, job_id).metering == value  # type: ignore[union-attr]
+    with db.engine.connect() as c:
+        assert c.scalar(select(Job.metering).where(Job.id == job_id)) == value
+        text_form = c.execute(text("SELECT metering FROM jobs WHERE id = :i"), {"i": job_id})
+        raw = text_form.scalar()
+    assert (json.loads(raw) if isinstance(raw, str) else raw) == value
+
+    async def hot() -> Any:
+        try:
+            return (await read_view(db, tenant_id, job_id)).metering
+        finally:
+            await db.aclose()
+
+    assert asyncio.run(hot()) == value
+
+
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
     """A job's view without what is signed anew on every read."""
     return {k: v for k, v in body.items() if k not in ("events_url", "outputs")}

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+import pydantic_core
 from sqlalchemy import Table, bindparam, create_engine, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Engine
@@ -30,6 +31,19 @@ T = TypeVar("T")
 def utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns' text, by pydantic-core (already a dependency, through pydantic): about
+    three times as fast as the standard library's encoder on a rendered graph, which every
+    submit stores. Same values: NaN and infinities as JavaScript constants (as `json.dumps`),
+    integers of any size; text as UTF-8, not `\\u` escapes."""
+    return pydantic_core.to_json(value).decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value (pydantic-core's parser, faster than the standard library's)."""
+    return pydantic_core.from_json(text)
 
 
 def insert_ignore(s: Session, model: type[Base], **values: Any) -> bool:
@@ -215,7 +229,7 @@ class Database:
 
     def __init__(self, url: str, *, redis_url: str = "") -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
         if url.startswith("sqlite"):
             if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

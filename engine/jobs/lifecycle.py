@@ -226,8 +226,7 @@ def cancel(s: Session, tenant_id: str, job_id: str) -> tuple[Job, str]:
 def claim(s: Session, worker_id: str, runner: str) -> Job | None:
     """The oldest queued job for this runner, now running here, read in the claim's own
     transaction (the worker needs it whole, graph included); None if none."""
-    job_id = claim_next(s, worker_id, runner)
-    return s.get(Job, job_id, populate_existing=True) if job_id is not None else None
+    return claim_next(s, worker_id, runner)
 
 
 def claim_one(s: Session, job_id: str, worker_id: str) -> Job | None:

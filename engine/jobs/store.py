@@ -376,18 +376,27 @@ def _move_row(keys: frozenset[str], n_from: int) -> OneRow:
 
 
 def set_fields_if(s: Session, job_id: str, status: str, **values: Any) -> bool:
-    """Update fields only while the job is still in `status`."""
-    r = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == status)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    changed = bool(r.rowcount)  # type: ignore[attr-defined]
+    """Update fields only while the job is still in `status` (plain values)."""
+    s.flush()
+    params = {f"v_{k}": v for k, v in values.items()}
+    params.update(job_id=job_id, in_status=status)
+    changed = _set_fields_row(frozenset(values))(s.connection(), params) is not None
     # A heartbeat is not news; progress and the rest are.
     if changed and set(values) - {"heartbeat_at"}:
         record(s, Change(JOB, job_id, status))
     return changed
+
+
+@cache
+def _set_fields_row(keys: frozenset[str]) -> OneRow:
+    """`set_fields_if`'s `UPDATE`, prebuilt per set of columns (progress, a heartbeat, a call
+    id): the ORM's update statement, built and compiled per call, cost more than running it."""
+    return OneRow(
+        update(_JOBS)
+        .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == bindparam("in_status"))
+        .values({k: bindparam(f"v_{k}") for k in keys})
+        .returning(_JOBS.c.id)
+    )
 
 
 _FOR_RUNNER = select(_JOBS.c.id).where(
@@ -414,19 +423,22 @@ _OLDEST_QUEUED = OneRow(
 )
 
 
-def claim_next(s: Session, worker_id: str, runner: str) -> str | None:
-    """Take the oldest queued job for this runner (CAS queued -> running); its id."""
+def claim_next(s: Session, worker_id: str, runner: str) -> Job | None:
+    """Take the oldest queued job for this runner (CAS queued -> running); the job as the
+    claim left it, or None if none is queued."""
     for _ in range(5):
         oldest = _OLDEST_QUEUED(s.connection(), {"runner": runner})
         if oldest is None:
             return None
-        job_id: str = oldest.id
-        if _take(s, job_id, worker_id):
-            return job_id
+        job = _take(s, oldest.id, worker_id)
+        if job is not None:
+            return job
     raise Conflict("could not claim a job")
 
 
-# The claim's compare-and-set (queued -> running, one attempt more), built once.
+# The claim's compare-and-set (queued -> running, one attempt more), built once. It returns
+# the whole row: the worker needs the job, rendered graph included, and a second read (the ORM
+# loading the object) cost four times the claim's own statements.
 _TAKE = OneRow(
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == QUEUED)
@@ -438,23 +450,25 @@ _TAKE = OneRow(
         attempts=_JOBS.c.attempts + 1,
         progress=0.0,
     )
-    .returning(_JOBS.c.id)
+    .returning(*_JOBS.c)
 )
 
 
-def _take(s: Session, job_id: str, worker_id: str) -> bool:
-    """`transition` queued -> running for this worker (its attempt counted)."""
+def _take(s: Session, job_id: str, worker_id: str) -> Job | None:
+    """`transition` queued -> running for this worker (its attempt counted); the job as it now
+    is, or None if it was not queued. A job this session holds is refreshed; otherwise the job
+    is a new object built from the row the UPDATE returned, not attached to `s`."""
     s.flush()
     params = {"job_id": job_id, "now": utcnow(), "worker_id": worker_id}
-    if _TAKE(s.connection(), params) is None:
-        return False
+    row = _TAKE(s.connection(), params)
+    if row is None:
+        return None
     record(s, Change(JOB, job_id, RUNNING))
-    return True
+    if identity_key(Job, job_id) in s.identity_map:
+        return s.get(Job, job_id, populate_existing=True)
+    return Job(**row._asdict())
 
 
 def claim_job(s: Session, job_id: str, worker_id: str) -> Job | None:
     """Take one specific queued job (CAS queued -> running); None if it is not queued."""
-    if not _take(s, job_id, worker_id):
-        return None
-    s.flush()
-    return s.get(Job, job_id, populate_existing=True)
+    return _take(s, job_id, worker_id)
