@@ -377,6 +377,29 @@ def test_upload_writes_a_plain_name_into_a_local_servers_folder(tmp_path: Path) 
     ]  # fmt: skip
 
 
+def test_a_failed_local_upload_leaves_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write into the local input folder that fails (a full disk, injected at the rename)
+    raises, and leaves neither the part file nor a file under the name."""
+    folder = tmp_path / "input"
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("a local upload asks nothing over HTTP")
+
+    async def go() -> None:
+        async with client_for(handler, input_folder=folder) as client:
+            await client.upload_image(b"PNG-1", "stencil_ab.png")
+
+    monkeypatch.setattr("engine.comfy.client.os.replace", full)
+    with pytest.raises(OSError, match="No space"):
+        asyncio.run(go())
+    assert list(folder.iterdir()) == []
+
+
 def test_view_and_upload() -> None:
     seen: dict[str, Any] = {}
 

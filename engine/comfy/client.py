@@ -542,8 +542,12 @@ class ComfyClient:
         assert self.input_folder is not None
         self.input_folder.mkdir(parents=True, exist_ok=True)
         part = self.input_folder / f".{name}.{uuid.uuid4().hex}.part"
-        part.write_bytes(data)
-        os.replace(part, self.input_folder / name)  # a reader sees the old file or the new
+        try:
+            part.write_bytes(data)
+            os.replace(part, self.input_folder / name)  # a reader sees the old file or the new
+        except BaseException:
+            part.unlink(missing_ok=True)  # a write that failed (a full disk) leaves nothing
+            raise
 
     def _read_output(self, ref: OutputRef) -> bytes | None:
         """The file inside the output folder, or None (elsewhere, or not there: `/view` then
