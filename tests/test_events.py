@@ -1053,3 +1053,151 @@ def test_a_prepared_submit_stores_what_the_session_way_stores(db_url: str) -> No
     assert a["params"] == {"scale": 2, "image": {"sha256": "ab" * 32}, "n": [1, 2.5]}
     assert a["created_at"] == datetime(2026, 12, 3, 12, 0, 0, 123456, tzinfo=UTC)
     db.dispose()
+
+
+def _new_job(tid: str, id_: str) -> dict[str, Any]:
+    """A plain submit's column values for tenant `tid`."""
+    from engine.db.database import utcnow
+
+    return dict(
+        id=id_, tenant_id=tid, template="upscale", template_version="1.0.0", status="queued",
+        params={"scale": 2}, inputs={"image": {"key": "inputs/x.png"}}, graph={"1": {"a": id_}},
+        graph_hash="0" * 64, seed=None, progress=0.0, outputs=[], attempts=0,
+        cancel_requested=False, metering={}, runner="local", webhook_url=None,
+        created_at=utcnow(),
+    )  # fmt: skip
+
+
+def test_the_plain_submits_of_one_turn_commit_together(db_url: str) -> None:
+    """Plain submits ready in the same turn of the event loop are stored together: on SQLite
+    one transaction (`BEGIN IMMEDIATE` ... `COMMIT` once, a savepoint each), on PostgreSQL one
+    statement. Each is still admitted or refused as it would be alone: a tenant's submits over
+    its quota are refused (and only those), another tenant's beside them are stored, a submit
+    whose caller went before the turn ended is not stored, the kept counts agree with the
+    jobs, and each stored job is announced once."""
+    import asyncio
+
+    from engine.db.tables import Tenant
+    from engine.errors import QuotaExceeded
+    from engine.jobs import lifecycle
+    from engine.jobs.events import JOB
+    from engine.jobs.store import count_active, read_view
+    from engine.tenants.keys import ensure_tenant
+
+    db = Database(db_url)
+    db.migrate()
+    with db.session() as s:
+        small = ensure_tenant(s, "small")
+        small.active_job_quota = 3
+        a, b = small.id, ensure_tenant(s, "other").id
+    sql: list[str] = []
+    if db.is_sqlite:
+        raw = db._inline_connection().connection.driver_connection
+        raw.set_trace_callback(sql.append)
+
+    async def scenario() -> tuple[list[Any], list[str], bool]:
+        with db.events.watch(JOB) as w, count_statements(db, whole=True) as pg_sql:
+            tasks = [
+                asyncio.create_task(lifecycle.store_new(db, _new_job(tid, f"job_{n}"), 10, None))
+                for tid, n in [(a, "a1"), (b, "b1"), (a, "a2"), (a, "a3"), (a, "a4"), (b, "b2")]
+            ]
+            gone = asyncio.create_task(lifecycle.store_new(db, _new_job(b, "job_gone"), 10, None))
+            await asyncio.sleep(0)  # every submit has joined this turn's group, which waits
+            gone.cancel()
+            outcomes = await asyncio.gather(*tasks, gone, return_exceptions=True)
+            await asyncio.sleep(0.05)
+            seen = sorted(c.id for c in w.drain())
+        sql.extend(pg_sql)
+        # What a submit stored in the group answers with is what a read of it shows.
+        same = tuple(outcomes[1]) == tuple(await read_view(db, b, "job_b1"))
+        await db.aclose()
+        return outcomes, seen, same
+
+    outcomes, seen, same = asyncio.run(scenario())
+    refused = [isinstance(o, QuotaExceeded) for o in outcomes[:6]]
+    assert refused == [False, False, False, False, True, False], outcomes
+    assert [o.id for o in outcomes[:6] if not isinstance(o, Exception)] == [
+        "job_a1", "job_b1", "job_a2", "job_a3", "job_b2"
+    ]  # fmt: skip
+    assert isinstance(outcomes[6], asyncio.CancelledError)
+    assert same
+    assert seen == ["job_a1", "job_a2", "job_a3", "job_b1", "job_b2"]
+    if db.is_sqlite:
+        # One transaction for the turn: the refused one rolled back to its savepoint alone.
+        assert sql.count("BEGIN IMMEDIATE") == 1 and sql.count("COMMIT") == 1, sql
+        assert sql.count("SAVEPOINT step") == 6 and sql.count("ROLLBACK TO step") == 1, sql
+    else:
+        # One statement for the turn; the small tenant's four would not all fit its quota, so
+        # they were then sent one by one (three stored, the fourth refused).
+        groups = [q for q in sql if q.startswith("WITH given AS")]
+        singles = [q for q in sql if q.startswith("WITH counted AS")]
+        assert len(groups) == 1 and len(singles) == 4, sql
+    with db.engine.connect() as c:
+        ids = {r[0] for r in c.execute(text("SELECT id FROM jobs"))}
+        assert ids == {"job_a1", "job_a2", "job_a3", "job_b1", "job_b2"}
+        assert count_active(c) == {}
+        assert (
+            c.execute(Tenant.__table__.select().where(Tenant.__table__.c.id == a)).one().active_jobs
+            == 3
+        )
+    db.dispose()
+
+
+@pytest.mark.parametrize("drop", ["before_it_ran", "after_it_committed"])
+def test_a_group_of_submits_whose_connection_drops_is_stored_once(db_url: str, drop: str) -> None:
+    """PostgreSQL: when the connection of a turn's group statement drops (injected at psycopg's
+    execution), the jobs' rows say what committed; what did not is sent again on its own.
+    Each job is stored once, counted in once and announced once."""
+    import asyncio
+
+    import psycopg
+
+    from engine.db import database as dbmod
+    from engine.jobs import lifecycle
+    from engine.jobs.events import JOB
+    from engine.jobs.store import count_active
+    from engine.tenants.keys import ensure_tenant
+
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite's group is a transaction on the process's own file handle")
+    db = Database(db_url)
+    db.migrate()
+    with db.session() as s:
+        tid = ensure_tenant(s, "acme").id
+    real = dbmod._pg_one
+    sent: list[str] = []
+
+    async def faulty(db_: Database, conn: Any, stmt: Any, params: dict[str, Any], **kw: Any) -> Any:
+        sql = stmt.pg_sql(db_.engine.dialect)
+        kind = "group" if sql.startswith("WITH given") else "one" if "counted" in sql else "check"
+        sent.append(kind)
+        if kind == "group":
+            if drop == "after_it_committed":
+                await real(db_, conn, stmt, params, **kw)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await real(db_, conn, stmt, params, **kw)
+
+    async def scenario() -> list[str]:
+        dbmod._pg_one = faulty  # type: ignore[assignment]
+        try:
+            with db.events.watch(JOB) as w:
+                await asyncio.gather(
+                    *(lifecycle.store_new(db, _new_job(tid, j), 10, None) for j in ("j1", "j2"))
+                )
+                return sorted(c.id for c in w.drain())
+        finally:
+            dbmod._pg_one = real  # type: ignore[assignment]
+            await db.aclose()
+
+    assert asyncio.run(scenario()) == ["j1", "j2"]
+    assert (
+        sent
+        == {
+            "before_it_ran": ["group", "check", "one", "one"],
+            "after_it_committed": ["group", "check"],
+        }[drop]
+    )
+    with db.engine.connect() as c:
+        assert sorted(r[0] for r in c.execute(text("SELECT id FROM jobs"))) == ["j1", "j2"]
+        assert count_active(c) == {}
+    db.dispose()

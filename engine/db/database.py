@@ -25,6 +25,8 @@ from engine.db.tables import Base
 from engine.jobs.events import Change, Events
 
 P = ParamSpec("P")
+# An item of `Database.in_turn`, and the future its outcome settles.
+Waiter = tuple[Any, "asyncio.Future[Any]"]
 T = TypeVar("T")
 
 
@@ -265,6 +267,8 @@ class Database:
         # `one`'s connections on PostgreSQL: a pool per event loop (a connection belongs to
         # the loop that opened it).
         self._async_reads: dict[asyncio.AbstractEventLoop, _AsyncReads] = {}
+        # What was asked for in this turn of each loop, by what it is handed to (`in_turn`).
+        self._turn_groups: dict[tuple[asyncio.AbstractEventLoop, Any], list[Waiter]] = {}
         self.events = Events(self)
         self.events.redis_url = redis_url
         event.listen(self.sessions, "before_commit", self.events.before_commit)
@@ -377,6 +381,12 @@ class Database:
             return self.call_fetch(row, params)
         return await self._async_pg().one(row, params)
 
+    async def all(self, row: OneRow, params: dict[str, Any]) -> list[Any]:
+        """Every row of `row`, read as `one` reads one."""
+        if self.is_sqlite:
+            return self.call_fetch(_all_rows, row, params)
+        return await self._async_pg().all(row, params)
+
     async def shared(self, read: SharedRead, key: Any) -> Any:
         """`read.one`'s row for `key` (or None), as `one` reads it; on PostgreSQL concurrent
         readers share statements (`SharedRead`)."""
@@ -385,37 +395,77 @@ class Database:
         return await self._async_pg().shared(read, key)
 
     async def prepared_transaction(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
-        """SQLite: `steps(tx)` in one transaction of prebuilt statements (`PreparedTx.one`),
-        with no ORM session and no thread hop, on the event loop's own connection, when the
-        write lock is free at that moment (`steps` must not wait on anything else: it runs
-        under the lock, and is refused if it suspends). Changes recorded with `tx.record` go
-        out as a session's do, after the commit. Raises `NoConnection` when another writer
-        holds the lock: the caller then takes the session way, which waits its turn on a
-        thread. (On PostgreSQL such a write is one statement: `one_write`.)"""
+        """SQLite: `steps(tx)` in a transaction of prebuilt statements (`PreparedTx.one`), with
+        no ORM session and no thread hop, on the event loop's own connection, when the write
+        lock is free (`steps` must not wait on anything else: it runs under the lock, and is
+        refused if it suspends). Changes recorded with `tx.record` go out as a session's do,
+        after the commit. Raises `NoConnection` when another writer holds the lock: the caller
+        then takes the session way, which waits its turn on a thread. (On PostgreSQL such a
+        write is one statement: `one_write`.)
+
+        The prepared transactions asked for in one turn of the event loop commit together
+        (a group commit): one `BEGIN IMMEDIATE` and one `COMMIT` for all of them, each in a
+        savepoint of its own, so that one whose steps raise (a submit over its quota) rolls
+        back alone and raises to its own caller. A lone one runs as it always did."""
         if not self.is_sqlite:
             raise TypeError("a prepared transaction is SQLite's; PostgreSQL takes one_write")
+        return cast(T, await self.in_turn(Database._commit_group, steps))
+
+    async def in_turn(self, flush: Callable[[Database, list[Waiter]], None], item: Any) -> Any:
+        """`item`'s outcome from `flush(db, waiters)`, which is handed every item given with the
+        same `flush` in this turn of the event loop, once the turn ends (a group commit): it must
+        settle each item's future, at once or from a task of its own. An item whose caller was
+        cancelled before then is not handed on. What a turn holds is what the requests that
+        were ready in it asked for, so a lone request waits for nothing but the turn's end."""
+        loop = asyncio.get_running_loop()
+        key = (loop, flush)
+        group = self._turn_groups.get(key)
+        if group is None:
+            group = self._turn_groups[key] = []
+            loop.call_soon(self._end_turn, key, group)
+        done: asyncio.Future[Any] = loop.create_future()
+        group.append((item, done))
+        return await done
+
+    def _end_turn(self, key: tuple[Any, Any], group: list[Waiter]) -> None:
+        if self._turn_groups.get(key) is group:
+            del self._turn_groups[key]
+        live = [(item, done) for item, done in group if not done.cancelled()]
+        if live:
+            key[1](self, live)
+
+    def _commit_group(self, live: list[Waiter]) -> None:
+        """One turn's prepared transactions as one transaction (`prepared_transaction`)."""
         lock = self._write_lock
         assert lock is not None
+        outcomes: list[tuple[bool, Any]]
         if not lock.acquire(blocking=False):
-            raise NoConnection("another writer of this process holds SQLite's write lock")
-        try:
-            tx = PreparedTx(self._inline_connection())
-            result = tx.run(steps)
-        finally:
-            lock.release()
-        self.events.committed(tx.changes)
-        return result
+            outcomes = [(False, NoConnection("another writer of this process holds the lock"))]
+            outcomes *= len(live)
+            changes: list[Change] = []
+        else:
+            try:
+                tx = PreparedTx(self._inline_connection())
+                outcomes = tx.run_all([steps for steps, _ in live])
+                changes = tx.changes
+            except Exception as e:  # the BEGIN or the COMMIT failed: none of them happened
+                outcomes = [(False, e)] * len(live)
+                changes = []
+            finally:
+                lock.release()
+        self.events.committed(changes)
+        settle(live, outcomes)
 
-    async def one_write(self, row: OneRow, params: dict[str, Any]) -> Any:
+    async def one_write(self, row: OneRow, params: dict[str, Any], *, every: bool = False) -> Any:
         """PostgreSQL: one writing statement, its own transaction (autocommit), on psycopg's
-        async connection from `one`'s pool; its one row, or None. Not tried again after a
-        dropped connection: the statement may have committed before the connection went, and
-        only the caller knows how to tell (the error is SQLAlchemy's `DBAPIError` with
-        `connection_invalidated` set; the pool has been checked by then). Raises
-        `NoConnection` when no pooled connection comes in time."""
+        async connection from `one`'s pool; its one row, or None (with `every`, the list of its
+        rows). Not tried again after a dropped connection: the statement may have committed
+        before the connection went, and only the caller knows how to tell (the error is
+        SQLAlchemy's `DBAPIError` with `connection_invalidated` set; the pool has been checked
+        by then). Raises `NoConnection` when no pooled connection comes in time."""
         if self.is_sqlite:
             raise TypeError("one_write is PostgreSQL's; SQLite takes prepared_transaction")
-        return await self._async_pg().one(row, params, write=True)
+        return await self._async_pg().one(row, params, write=True, every=every)
 
     def _async_pg(self) -> _AsyncReads:
         loop = asyncio.get_running_loop()
@@ -664,6 +714,18 @@ class _AsyncReads:
             await self.pool.close()
 
 
+def settle(waiters: list[Waiter], outcomes: list[tuple[bool, Any]]) -> None:
+    """Each waiter's future given its outcome, (True, value) or (False, exception), unless
+    its caller has gone or it was settled already."""
+    for (_, done), (ok, value) in zip(waiters, outcomes, strict=True):
+        if done.done():
+            continue
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+
 class NoConnection(Exception):
     """`Database.prepared_transaction` cannot run now (the lock or a connection is taken)."""
 
@@ -685,7 +747,19 @@ class PreparedTx:
         """Announce `change` once this transaction commits (as `events.record` for a session)."""
         self.changes.append(change)
 
-    def run(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
+    def _step(self, steps: Callable[[PreparedTx], Awaitable[T]]) -> T:
+        coro = steps(self)
+        try:
+            coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration as done:
+            return cast(T, done.value)
+        coro.close()  # type: ignore[attr-defined]
+        raise RuntimeError("a SQLite prepared transaction waited on something else")
+
+    def run_all(self, each: list[Callable[[PreparedTx], Awaitable[Any]]]) -> list[tuple[bool, Any]]:
+        """Each of `each` in this one transaction, a savepoint apiece when there are several;
+        what each returned or raised, as (True, value) or (False, exception). Raises (and rolls
+        back all of them) only when the transaction itself cannot begin or commit."""
         import sqlite3
 
         raw = self._c.connection.driver_connection
@@ -696,21 +770,34 @@ class PreparedTx:
             if e.sqlite_errorcode == _SQLITE_BUSY:
                 raise NoConnection("another process holds SQLite's write lock") from None
             raise DBAPIError.instance("BEGIN IMMEDIATE", (), e, sqlite3.Error) from e
+        apart = len(each) > 1
+        outcomes: list[tuple[bool, Any]] = []
         try:
-            coro = steps(self)
-            try:
-                coro.send(None)  # type: ignore[attr-defined]
-            except StopIteration as done:
-                result = cast(T, done.value)
-            else:
-                coro.close()  # type: ignore[attr-defined]
-                raise RuntimeError("a SQLite prepared transaction waited on something else")
+            for steps in each:
+                mark = len(self.changes)
+                if apart:
+                    raw.execute("SAVEPOINT step")
+                try:
+                    result = self._step(steps)
+                except Exception as e:
+                    if not raw.in_transaction:
+                        raise  # SQLite rolled it all back (a full disk, say): none happened
+                    raw.execute("ROLLBACK TO step" if apart else "ROLLBACK")
+                    del self.changes[mark:]
+                    outcomes.append((False, e))
+                    if not apart:
+                        return outcomes
+                else:
+                    outcomes.append((True, result))
+                if apart:
+                    raw.execute("RELEASE step")
             raw.execute("COMMIT")
         except BaseException:
-            raw.execute("ROLLBACK")
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
             self.changes.clear()
             raise
-        return result
+        return outcomes
 
 
 async def _pg_one(

@@ -186,14 +186,14 @@ async def store_new(
     connection (`store.insert_job_at_once`). Otherwise, and when that way cannot be taken at
     the moment, `create` as a short write."""
     from engine.db.database import NoConnection
-    from engine.jobs.store import insert_job_at_once, insert_job_prepared, stored_row
+    from engine.jobs.store import insert_job_in_turn, insert_job_prepared, stored_row
 
     if remember is None:
         try:
             if db.is_sqlite:
                 await db.prepared_transaction(lambda tx: insert_job_prepared(tx, values, quota))
             else:
-                await insert_job_at_once(db, values, quota)
+                await insert_job_in_turn(db, values, quota)
             return stored_row(values)
         except NoConnection:
             pass

@@ -3,6 +3,7 @@ compare-and-set state machine. Terminal states never change, and reads never wri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, cast
@@ -18,6 +19,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -26,7 +28,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from engine.db.cursors import decode_cursor, encode_cursor
-from engine.db.database import Database, OneRow, PreparedTx, SharedRead, utcnow
+from engine.db.database import (
+    Database,
+    NoConnection,
+    OneRow,
+    PreparedTx,
+    SharedRead,
+    Waiter,
+    settle,
+    utcnow,
+)
 from engine.db.tables import (
     Job,
     Tenant,
@@ -142,6 +153,9 @@ _TENANT_COUNT = OneRow(
     )
 )
 _JOB_STORED = OneRow(select(_JOBS.c.id).where(_JOBS.c.id == bindparam("id")))
+_JOBS_STORED = OneRow(
+    select(_JOBS.c.id).where(_JOBS.c.id == func.any(bindparam("ids", type_=ARRAY(String()))))
+)
 
 
 @cache
@@ -220,6 +234,141 @@ async def insert_job_at_once(db: Database, values: dict[str, Any], quota: int) -
         limit = counted.active_job_quota if counted.active_job_quota is not None else quota
         raise _over_quota(max(counted.active_jobs, limit), limit)
     db.events.committed([change])
+
+
+# PostgreSQL: the plain submits of one turn of the event loop in one statement
+# (`insert_job_in_turn`), one per number of jobs, set of columns and NOTIFY or not.
+GROUP_MAX = 32
+
+
+@cache
+def _group_at_once(keys: frozenset[str], n: int, notify: bool) -> OneRow:
+    """`_at_once` for `n` jobs (their values bound as `{column}_{i}`, their NOTIFY payloads as
+    `change_{i}`): every tenant among them counted in by its number of jobs, where all of them
+    fit under its quota, and those tenants' jobs stored; a row for each job stored."""
+    t = _TENANTS.c
+    order = sorted(keys)
+
+    def given_row(i: int) -> Any:
+        cols: list[Any] = [bindparam(f"{k}_{i}", type_=_JOBS.c[k].type).label(k) for k in order]
+        if notify:
+            cols.append(bindparam(f"change_{i}", type_=String).label("change"))
+        return select(*cols)
+
+    rows = [given_row(i) for i in range(n)]
+    # (`union_all`'s variadic generic signature crashes mypy 2.4: called untyped.)
+    given = (cast(Any, union_all)(*rows) if n > 1 else rows[0]).cte("given")
+    per = select(given.c.tenant_id, func.count().label("n")).group_by(given.c.tenant_id).cte("per")
+    # The tenants' rows locked in one order (by id), so that two such statements in flight
+    # wait for each other instead of deadlocking.
+    locked = (
+        select(t.id)
+        .where(t.id.in_(select(per.c.tenant_id)))
+        .order_by(t.id)
+        .with_for_update()
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
+    counted = (
+        update(_TENANTS)
+        .where(
+            t.id == locked.c.id,
+            t.id == per.c.tenant_id,
+            # Checked again, under the lock, on the row a concurrent submit committed.
+            t.active_jobs + per.c.n
+            <= func.coalesce(t.active_job_quota, bindparam("quota", type_=Integer)),
+        )
+        .values(submit_seq=t.submit_seq + per.c.n, active_jobs=t.active_jobs + per.c.n)
+        .returning(t.id)
+        .cte("counted")
+    )
+    stored = (
+        insert(_JOBS)
+        .from_select(
+            order,
+            select(*(given.c[k] for k in order)).where(given.c.tenant_id.in_(select(counted.c.id))),
+            include_defaults=False,
+        )
+        .returning(_JOBS.c.id)
+        .cte("stored")
+    )
+    shown: list[Any] = [stored.c.id]
+    if notify:
+        shown.append(func.pg_notify(CHANNEL, given.c.change).label("sent"))
+    return OneRow(select(*shown).select_from(stored.join(given, given.c.id == stored.c.id)))
+
+
+async def insert_job_in_turn(db: Database, values: dict[str, Any], quota: int) -> None:
+    """`insert_job_at_once`, in one statement with the other plain submits of this turn of the
+    event loop (a group commit: `Database.in_turn`, `_group_at_once`). A job whose tenant's
+    jobs in the group would not all fit under its quota, or whose group statement failed,
+    is then sent on its own, so each is admitted or refused exactly as it would be alone."""
+    await db.in_turn(_store_group, (values, quota))
+
+
+_GROUPS: set[asyncio.Task[None]] = set()
+
+
+def _store_group(db: Database, live: list[Waiter]) -> None:
+    task = asyncio.get_running_loop().create_task(_store_groups(db, live))
+    _GROUPS.add(task)
+    task.add_done_callback(_GROUPS.discard)
+
+
+async def _store_groups(db: Database, live: list[Waiter]) -> None:
+    by_shape: dict[tuple[frozenset[str], int], list[Waiter]] = {}
+    for w in live:
+        values, quota = w[0]
+        by_shape.setdefault((frozenset(values), quota), []).append(w)
+    for (keys, quota), ws in by_shape.items():
+        for start in range(0, len(ws), GROUP_MAX):
+            group = ws[start : start + GROUP_MAX]
+            try:
+                await _store_one_group(db, keys, quota, group)
+            except Exception as e:  # whatever went wrong, no caller is left waiting
+                settle(group, [(False, e)] * len(group))
+
+
+async def _store_one_group(
+    db: Database, keys: frozenset[str], quota: int, ws: list[Waiter]
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    stored: set[str] = set()
+    if len(ws) > 1:
+        notify = db.events.transport == "postgres"
+        params: dict[str, Any] = {"quota": quota}
+        changes = {}
+        for i, ((values, _), _) in enumerate(ws):
+            changes[values["id"]] = change = Change(JOB, values["id"], values["status"])
+            params.update({f"{k}_{i}": v for k, v in values.items()})
+            if notify:
+                params[f"change_{i}"] = change.dumps(db.events.origin)
+        try:
+            rows = await db.one_write(_group_at_once(keys, len(ws), notify), params, every=True)
+            stored = {r.id for r in rows}
+        except NoConnection as e:
+            settle(ws, [(False, e)] * len(ws))
+            return
+        except DBAPIError as e:
+            if e.connection_invalidated:  # committed or not: the rows say
+                ids = list(changes)
+                stored = {r.id for r in await db.all(_JOBS_STORED, {"ids": ids})}
+            # Otherwise the statement rolled back whole: each is sent on its own below.
+        db.events.committed([changes[i] for i in changes if i in stored])
+    outcomes: list[tuple[bool, Any]] = []
+    for (values, _), done in ws:
+        if values["id"] in stored:
+            outcomes.append((True, None))
+        elif done.cancelled():
+            outcomes.append((True, None))  # its caller has gone: nothing to store it for
+        else:
+            try:
+                await insert_job_at_once(db, values, quota)
+                outcomes.append((True, None))
+            except Exception as e:
+                outcomes.append((False, e))
+    settle(ws, outcomes)
 
 
 def stored_row(values: dict[str, Any]) -> JobRow:
