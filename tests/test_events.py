@@ -901,12 +901,7 @@ def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) 
     db.migrate()
     with db.session() as s:
         tid = ensure_tenant(s, "acme").id
-    values = dict(
-        id="job_dropped", tenant_id=tid, template="txt2img", template_version="1.0.0",
-        status="queued", params={}, inputs={}, graph={}, graph_hash="0" * 64, seed=1,
-        progress=0.0, outputs=[], attempts=0, cancel_requested=False, metering={},
-        runner="local", webhook_url=None, created_at=dbmod.utcnow(),
-    )  # fmt: skip
+    values = _new_job(tid, "job_dropped")
     real = dbmod._pg_one
     sent: list[str] = []
 
