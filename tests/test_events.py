@@ -1196,3 +1196,26 @@ def test_a_group_of_submits_whose_connection_drops_is_stored_once(db_url: str, d
         assert sorted(r[0] for r in c.execute(text("SELECT id FROM jobs"))) == ["j1", "j2"]
         assert count_active(c) == {}
     db.dispose()
+
+
+def test_a_turn_whose_flush_fails_leaves_no_caller_waiting(tmp_path: Path) -> None:
+    """`Database.in_turn`: every item given in one turn reaches one flush call; if the flush
+    raises before it settles them, each caller gets that error rather than waiting forever."""
+    import asyncio
+
+    db = Database(f"sqlite:///{tmp_path / 't.db'}")
+    calls: list[list[Any]] = []
+
+    def broken(db_: Database, live: list[Any]) -> None:
+        calls.append([item for item, _ in live])
+        raise RuntimeError("injected")
+
+    async def scenario() -> list[Any]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(db.in_turn(broken, n) for n in range(3)), return_exceptions=True), 5
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert calls == [[0, 1, 2]]
+    assert [str(o) for o in outcomes] == ["injected"] * 3
+    db.dispose()

@@ -431,8 +431,12 @@ class Database:
         if self._turn_groups.get(key) is group:
             del self._turn_groups[key]
         live = [(item, done) for item, done in group if not done.cancelled()]
-        if live:
+        if not live:
+            return
+        try:
             key[1](self, live)
+        except Exception as e:  # whatever went wrong, no caller is left waiting
+            settle(live, [(False, e)] * len(live))
 
     def _commit_group(self, live: list[Waiter]) -> None:
         """One turn's prepared transactions as one transaction (`prepared_transaction`)."""
