@@ -926,7 +926,7 @@ def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) 
 
     async def scenario() -> list[str]:
         nonlocal submit, submit_params
-        from engine.jobs.store import _at_once
+        from engine.jobs.insert import _at_once
 
         submit = _at_once(frozenset(values), True)
         submit_params = {**values, "quota": 10, "change": "{}"}
@@ -959,8 +959,8 @@ def test_a_submit_whose_connection_drops_is_stored_once(db_url: str, drop: str) 
 
 def test_a_prepared_submit_stores_what_the_session_way_stores(db_url: str) -> None:
     """A plain submit's insert runs with no ORM (on SQLite a prepared transaction on the event
-    loop's own handle, `store.insert_job_prepared`; on PostgreSQL one statement on psycopg's
-    async connection, `store.insert_job_at_once`): the
+    loop's own handle, `insert.insert_job_prepared`; on PostgreSQL one statement on psycopg's
+    async connection, `insert.insert_job_at_once`): the
     row it stores equals, column for column, the one the session way (`insert_job`) stores
     from the same values; the quota refuses and rolls back the same way; the commit announces
     the job in this process (and by NOTIFY on PostgreSQL); and when that way is taken (another

@@ -22,8 +22,9 @@ from engine.catalog.catalog import Catalog, load_catalog
 from engine.catalog.render import TemplateGraphs, example_params
 from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job
+from engine.jobs.insert import insert_job
 from engine.jobs.states import FAILED, QUEUED, RUNNING
-from engine.jobs.store import claim_job, insert_job
+from engine.jobs.store import claim_job
 from engine.runners.modal import APP_NAME, ModalRunner, worker_cls_name
 from engine.tenants.keys import create_key, ensure_tenant
 

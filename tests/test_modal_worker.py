@@ -22,8 +22,9 @@ from engine.comfy.process import free_port
 from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job
 from engine.intake.storage import LocalStorage
+from engine.jobs.insert import insert_job
 from engine.jobs.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
-from engine.jobs.store import insert_job, transition
+from engine.jobs.store import transition
 from engine.runners.modal_worker import (
     EngineLost,
     ModalWorker,

@@ -19,8 +19,8 @@ from engine.catalog.catalog import load_catalog
 from engine.catalog.render import TemplateGraphs, example_params
 from engine.db.database import Database, new_id, utcnow
 from engine.db.tables import Job, LedgerEntry
+from engine.jobs.insert import insert_job
 from engine.jobs.states import RUNNING
-from engine.jobs.store import insert_job
 from engine.tenants.keys import create_key
 from tests.helpers import finished, wait_for
 

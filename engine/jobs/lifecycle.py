@@ -160,7 +160,7 @@ class Remember:
 def create(s: Session, job: Job, quota: int, remember: Remember | None = None) -> Job:
     """Store a new queued job under the tenant's quota (its `queued` event wakes a worker)."""
     from engine.jobs import idempotency as idem
-    from engine.jobs.store import insert_job
+    from engine.jobs.insert import insert_job
 
     if remember is not None:
         # First, so a concurrent twin fails here (unique index) before any quota check.
@@ -181,12 +181,14 @@ async def store_new(
 ) -> JobRow:
     """`create` from async code, for a new job's column `values`; the job as stored, as the
     read paths show it. A plain submit (no `Idempotency-Key`) stores it with no ORM and no
-    thread hop: on SQLite in a prepared transaction on the event loop's own connection
+    thread hop, together with the other plain submits of its turn of the event loop: on SQLite
+    in a prepared transaction on the event loop's own connection
     (`Database.prepared_transaction`), on PostgreSQL in one statement on psycopg's async
-    connection (`store.insert_job_at_once`). Otherwise, and when that way cannot be taken at
+    connection (`insert.insert_job_in_turn`). Otherwise, and when that way cannot be taken at
     the moment, `create` as a short write."""
     from engine.db.database import NoConnection
-    from engine.jobs.store import insert_job_in_turn, insert_job_prepared, stored_row
+    from engine.jobs.insert import insert_job_in_turn, insert_job_prepared
+    from engine.jobs.store import stored_row
 
     if remember is None:
         try:
