@@ -7,10 +7,12 @@ For each database, starts one API process (uvicorn, one worker, no engine: jobs 
 as on an API-only process with its runner idle), creates a key and 16 jobs, then runs
 `wrk -t1` on loopback against `GET /health`, `GET /v1/jobs/{id}` (the 16 jobs in turn) and
 `POST /v1/upscale` (a 16x16 PNG), one after another, for `--rounds` rounds. Prints req/s,
-p50 and p99 latency, and each route's req/s as a fraction of `/health` measured in the same
-round (the round with the median fraction). `--server`: uvicorn's loop and HTTP parser as
-`stencil serve` runs them (`auto`: uvloop and httptools, which are installed), asyncio's own
-loop and h11 (`asyncio`), or both, one after the other. Needs `wrk` (`apt-get install wrk`).
+p50 and p99 latency, the server process's own CPU per request (from `/proc`: the rate is
+bounded by it, the server being one process on one core), and each route's req/s as a
+fraction of `/health` measured in the same round (the round with the median fraction).
+`--server`: uvicorn's loop and HTTP parser as `stencil serve` runs them (`auto`: uvloop and
+httptools, which are installed), asyncio's own loop and h11 (`asyncio`), or both, one after
+the other. Needs `wrk` (`apt-get install wrk`).
 """
 
 from __future__ import annotations
@@ -71,12 +73,23 @@ def _database(kind: str, tmp: Path) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
 
 
-def _wrk(url: str, seconds: int, conns: int, script: Path | None = None) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process `pid` has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    url: str, seconds: int, conns: int, pid: int, script: Path | None = None
+) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
+    cpu = _cpu_seconds(pid)
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    cpu = _cpu_seconds(pid) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
     def lat(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -87,6 +100,8 @@ def _wrk(url: str, seconds: int, conns: int, script: Path | None = None) -> dict
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {
         "rps": rps,
+        # The server's own CPU per request (its process alone: wrk's is not counted).
+        "cpu_us": cpu / max(requests, 1) * 1e6,
         "p50_ms": lat("50"),
         "p99_ms": lat("99"),
         "errors": float(non2xx.group(1)) if non2xx else 0.0,
@@ -173,9 +188,13 @@ def bench(
             rounds: list[dict[str, dict[str, float]]] = []
             for _ in range(n_rounds):
                 r = {
-                    "GET /health": _wrk(f"{base}/health", seconds, conns),
-                    "GET /v1/jobs/{id}": _wrk(f"{base}/v1/jobs/{jobs[0]}", seconds, conns, get_lua),
-                    "POST /v1/upscale": _wrk(f"{base}/v1/upscale", seconds, conns, post_lua),
+                    "GET /health": _wrk(f"{base}/health", seconds, conns, server.pid),
+                    "GET /v1/jobs/{id}": _wrk(
+                        f"{base}/v1/jobs/{jobs[0]}", seconds, conns, server.pid, get_lua
+                    ),
+                    "POST /v1/upscale": _wrk(
+                        f"{base}/v1/upscale", seconds, conns, server.pid, post_lua
+                    ),
                 }
                 for route in r:
                     r[route]["ratio"] = r[route]["rps"] / r["GET /health"]["rps"]
@@ -217,7 +236,7 @@ def main() -> None:
                 print(
                     f"  {route:<18} {r['rps']:8.0f} req/s  ({r['ratio']:4.2f} of /health)  "
                     f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
-                    f"non-2xx {r['errors']:.0f}"
+                    f"server CPU {r['cpu_us']:6.0f} us/req  non-2xx {r['errors']:.0f}"
                 )
 
 
