@@ -1219,3 +1219,39 @@ def test_a_turn_whose_flush_fails_leaves_no_caller_waiting(tmp_path: Path) -> No
     assert calls == [[0, 1, 2]]
     assert [str(o) for o in outcomes] == ["injected"] * 3
     db.dispose()
+
+
+def test_a_submit_answers_before_the_watchers_of_its_job_run(db_url: str) -> None:
+    """The turn's callers are answered before the watchers of their jobs wake (the local
+    worker's claim is one): a submit's 202 does not wait behind the claim of its own job."""
+    import asyncio
+
+    from engine.jobs import lifecycle
+    from engine.jobs.events import JOB
+    from engine.tenants.keys import ensure_tenant
+
+    db = Database(db_url)
+    db.migrate()
+    with db.session() as s:
+        tid = ensure_tenant(s, "acme").id
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        with db.events.watch(JOB) as w:
+
+            async def watcher() -> None:
+                assert await w.wait(5)
+                order.append("watcher")
+
+            async def caller(n: int) -> None:
+                await lifecycle.store_new(db, _new_job(tid, f"job_{n}"), 10, None)
+                order.append("caller")
+
+            watching = asyncio.create_task(watcher())
+            await asyncio.sleep(0)  # the watcher waits
+            await asyncio.gather(caller(1), caller(2), watching)  # two submits in one turn
+        await db.aclose()
+        return order
+
+    assert asyncio.run(scenario()) == ["caller", "caller", "watcher"]
+    db.dispose()

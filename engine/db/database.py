@@ -457,8 +457,10 @@ class Database:
                 changes = []
             finally:
                 lock.release()
-        self.events.committed(changes)
+        # The callers first: each answers its request before the watchers of its job (the local
+        # worker's claim among them) take the loop, as a lone submit always did.
         settle(live, outcomes)
+        self.events.committed(changes)
 
     async def one_write(self, row: OneRow, params: dict[str, Any], *, every: bool = False) -> Any:
         """PostgreSQL: one writing statement, its own transaction (autocommit), on psycopg's

@@ -331,17 +331,16 @@ async def _store_one_group(
                 ids = list(changes)
                 stored = {r.id for r in await db.all(_JOBS_STORED, {"ids": ids})}
             # Otherwise the statement rolled back whole: each is sent on its own below.
+        # The callers first, then the watchers of their jobs (as in `Database._commit_group`).
+        done = [w for w in ws if w[0][0]["id"] in stored]
+        settle(done, [(True, None)] * len(done))
         db.events.committed([changes[i] for i in changes if i in stored])
-    outcomes: list[tuple[bool, Any]] = []
-    for (values, _), done in ws:
-        if values["id"] in stored:
-            outcomes.append((True, None))
-        elif done.cancelled():
-            outcomes.append((True, None))  # its caller has gone: nothing to store it for
-        else:
-            try:
-                await insert_job_at_once(db, values, quota)
-                outcomes.append((True, None))
-            except Exception as e:
-                outcomes.append((False, e))
-    settle(ws, outcomes)
+    for w in ws:
+        values, _ = w[0]
+        if values["id"] in stored or w[1].done():  # stored, or its caller has gone
+            continue
+        try:
+            await insert_job_at_once(db, values, quota)
+            settle([w], [(True, None)])
+        except Exception as e:
+            settle([w], [(False, e)])
